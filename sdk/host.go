@@ -1,0 +1,35 @@
+package sdk
+
+import "context"
+
+// Host is what a component can ask of the host it runs under.
+type Host interface {
+	// WatchServices streams the local registry: first one Create per
+	// registered instance, then changes.
+	WatchServices(ctx context.Context) (ServiceWatcher, error)
+	// WatchRoutes streams the routing table the same way (router Watch events).
+	WatchRoutes(ctx context.Context) (Watcher, error)
+	// Tunnel returns a client of the tunnel's session API on a direct local
+	// connection to the tunnel plugin: no byte of a session passes through the host.
+	Tunnel(ctx context.Context) (Tunnel, error)
+}
+
+// Service is one registered instance of a service.
+type Service struct {
+	Name      string            `json:"name"`
+	Address   string            `json:"address"`
+	Endpoints []string          `json:"endpoints,omitempty"` // gRPC service names
+	Metadata  map[string]string `json:"metadata,omitempty"`
+}
+
+// ServiceEvent is a change to the local registry.
+type ServiceEvent struct {
+	Type    EventType // Create, Update or Delete
+	Service Service
+}
+
+// ServiceWatcher yields registry events.
+type ServiceWatcher interface {
+	Next(ctx context.Context) (ServiceEvent, error)
+	Stop()
+}

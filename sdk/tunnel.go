@@ -1,0 +1,107 @@
+package sdk
+
+import (
+	"context"
+	"time"
+)
+
+// Tunnel links this node with its peers and carries sessions over named channels.
+type Tunnel interface {
+	Component
+	// Connect keeps a link to address, reconnecting with backoff while it is down.
+	Connect(ctx context.Context, address string) error
+	// Disconnect stops keeping a link to address and closes it.
+	Disconnect(ctx context.Context, address string) error
+	// Links lists the current links with their measured metrics.
+	Links(ctx context.Context) ([]Link, error)
+	// Listen accepts sessions dialled to channel by peers.
+	Listen(ctx context.Context, channel string) (Listener, error)
+	// Dial opens a session on channel.
+	Dial(ctx context.Context, channel string, opts DialOptions) (Session, error)
+}
+
+// Mode says which links a session reaches.
+type Mode int
+
+const (
+	// Unicast reaches one link: DialOptions.Node, or the best link whose peer listens.
+	Unicast Mode = iota
+	// Multicast reaches every link whose peer listens on the channel.
+	Multicast
+	// Broadcast reaches every link.
+	Broadcast
+)
+
+func (m Mode) String() string {
+	switch m {
+	case Unicast:
+		return "unicast"
+	case Multicast:
+		return "multicast"
+	case Broadcast:
+		return "broadcast"
+	}
+	return "unknown"
+}
+
+// DialOptions shape a Dial.
+type DialOptions struct {
+	Mode Mode
+	// Node is the peer node id for a unicast session; "" picks the best link.
+	Node string
+	// Timeout bounds the dial; 0 means the tunnel's default.
+	Timeout time.Duration
+}
+
+// LinkState is the state of a link.
+type LinkState string
+
+const (
+	LinkConnecting LinkState = "connecting"
+	LinkUp         LinkState = "up"
+	LinkDown       LinkState = "down"
+)
+
+// Link is a connection to one peer node.
+type Link struct {
+	ID       string        `json:"id"`
+	Peer     string        `json:"peer"`    // node id, from the peer's certificate
+	Address  string        `json:"address"` // remote UDP address
+	Outbound bool          `json:"outbound"`
+	State    LinkState     `json:"state"`
+	RTT      time.Duration `json:"rtt"` // EWMA of keepalive round trips; 0 until measured
+	BytesIn  uint64        `json:"bytes_in"`
+	BytesOut uint64        `json:"bytes_out"`
+	Errors   uint64        `json:"errors"`
+	Drops    uint64        `json:"drops"` // messages dropped because a bounded queue was full
+	Channels []string      `json:"channels,omitempty"` // channels the peer listens on
+}
+
+// Message is the unit a session carries.
+type Message struct {
+	Header map[string]string
+	Body   []byte
+}
+
+// Listener yields the sessions peers dial to its channel.
+type Listener interface {
+	Accept(ctx context.Context) (Session, error)
+	Channel() string
+	Close() error
+}
+
+// Session is a reliable, ordered, two-way stream of messages.
+type Session interface {
+	ID() string
+	Channel() string
+	Mode() Mode
+	// Peer is the authenticated node id at the other end; "" for an outbound
+	// multicast or broadcast session, whose messages reach many peers.
+	Peer() string
+	Send(ctx context.Context, m *Message) error
+	// Recv returns the next message, or io.EOF once the other side closed its sending half.
+	Recv(ctx context.Context) (*Message, error)
+	// CloseSend closes the sending half; the other side's Recv returns io.EOF.
+	CloseSend() error
+	Close() error
+}
