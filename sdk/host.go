@@ -10,7 +10,8 @@ type Host interface {
 	// WatchRoutes streams the routing table the same way (router Watch events).
 	WatchRoutes(ctx context.Context) (Watcher, error)
 	// Tunnel returns a client of the tunnel's session API on a direct local
-	// connection to the tunnel plugin: no byte of a session passes through the host.
+	// connection to the tunnel plugin: no byte of a session passes through the
+	// host. Close the returned Tunnel to release that connection.
 	Tunnel(ctx context.Context) (Tunnel, error)
 }
 

@@ -85,6 +85,8 @@ type Message struct {
 
 // Listener yields the sessions peers dial to its channel.
 type Listener interface {
+	// Accept waits for the next session; as with Session.Recv, ending ctx
+	// may close the listener.
 	Accept(ctx context.Context) (Session, error)
 	Channel() string
 	Close() error
@@ -99,7 +101,9 @@ type Session interface {
 	// multicast or broadcast session, whose messages reach many peers.
 	Peer() string
 	Send(ctx context.Context, m *Message) error
-	// Recv returns the next message, or io.EOF once the other side closed its sending half.
+	// Recv returns the next message, or io.EOF once the other side closed its
+	// sending half. A remote session cannot abandon a single wait, so ending
+	// ctx may close the session: pass a ctx that lives as long as it does.
 	Recv(ctx context.Context) (*Message, error)
 	// CloseSend closes the sending half; the other side's Recv returns io.EOF.
 	CloseSend() error

@@ -1,0 +1,43 @@
+# Tools for `make proto` are pinned here and installed into bin/tools.
+PROTOC_GEN_GO_VERSION      := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
+TOOLS := $(CURDIR)/bin/tools
+PROTO_DIRS := sdk/proto
+
+.PHONY: build test test-short proto demo bench vet fmt tools clean
+
+build:
+	go build -o bin/microhost ./cmd/microhost
+
+test:
+	go vet ./...
+	go test -race -count=1 -timeout 20m ./...
+
+test-short:
+	go test -short -count=1 ./...
+
+tools:
+	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+
+# protoc itself comes from Debian (protobuf-compiler, libprotoc 3.21.12).
+proto: tools
+	cd sdk/proto && PATH=$(TOOLS):$$PATH protoc -I . \
+		--go_out=. --go_opt=paths=source_relative \
+		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
+		microhost/v1/*.proto
+
+demo:
+	go run ./cmd/microhost demo
+
+bench:
+	go run ./bench
+
+vet:
+	go vet ./...
+
+fmt:
+	gofmt -l -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

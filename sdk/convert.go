@@ -1,0 +1,195 @@
+package sdk
+
+import (
+	"time"
+
+	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+)
+
+// Conversions between the Go API and its wire form. Zero times travel as
+// unset timestamps so that "never expires" survives the round trip.
+
+func timeToPB(t time.Time) *timestamppb.Timestamp {
+	if t.IsZero() {
+		return nil
+	}
+	return timestamppb.New(t)
+}
+
+func timeFromPB(t *timestamppb.Timestamp) time.Time {
+	if t == nil {
+		return time.Time{}
+	}
+	return t.AsTime()
+}
+
+func durationFromPB(d *durationpb.Duration) time.Duration {
+	if d == nil {
+		return 0
+	}
+	return d.AsDuration()
+}
+
+// RouteToPB converts a route to its wire form.
+func RouteToPB(r Route) *pb.Route {
+	return &pb.Route{
+		Service: r.Service, Address: r.Address, Gateway: r.Gateway, Network: r.Network,
+		Router: r.Router, Link: r.Link, Metric: r.Metric, Seq: r.Seq, Path: r.Path,
+		Expires: timeToPB(r.Expires), Endpoints: r.Endpoints, Metadata: r.Metadata,
+	}
+}
+
+// RouteFromPB converts a route from its wire form.
+func RouteFromPB(r *pb.Route) Route {
+	return Route{
+		Service: r.GetService(), Address: r.GetAddress(), Gateway: r.GetGateway(), Network: r.GetNetwork(),
+		Router: r.GetRouter(), Link: r.GetLink(), Metric: r.GetMetric(), Seq: r.GetSeq(), Path: r.GetPath(),
+		Expires: timeFromPB(r.GetExpires()), Endpoints: r.GetEndpoints(), Metadata: r.GetMetadata(),
+	}
+}
+
+func routesToPB(rs []Route) []*pb.Route {
+	out := make([]*pb.Route, len(rs))
+	for i, r := range rs {
+		out[i] = RouteToPB(r)
+	}
+	return out
+}
+
+func routesFromPB(rs []*pb.Route) []Route {
+	out := make([]Route, len(rs))
+	for i, r := range rs {
+		out[i] = RouteFromPB(r)
+	}
+	return out
+}
+
+// EventToPB converts a table event to its wire form.
+func EventToPB(e Event) *pb.Event {
+	return &pb.Event{
+		Type: pb.EventType(e.Type), Timestamp: timeToPB(e.Timestamp),
+		Route: RouteToPB(e.Route), Snapshot: routesToPB(e.Snapshot),
+	}
+}
+
+// EventFromPB converts a table event from its wire form.
+func EventFromPB(e *pb.Event) Event {
+	var snapshot []Route
+	if len(e.GetSnapshot()) > 0 {
+		snapshot = routesFromPB(e.GetSnapshot())
+	}
+	return Event{
+		Type: EventType(e.GetType()), Timestamp: timeFromPB(e.GetTimestamp()),
+		Route: RouteFromPB(e.GetRoute()), Snapshot: snapshot,
+	}
+}
+
+// AdvertToPB converts an advert to its wire form.
+func AdvertToPB(a *Advert) *pb.Advert {
+	events := make([]*pb.Event, len(a.Events))
+	for i, e := range a.Events {
+		events[i] = EventToPB(e)
+	}
+	var ttl *durationpb.Duration
+	if a.TTL != 0 {
+		ttl = durationpb.New(a.TTL)
+	}
+	return &pb.Advert{
+		Id: a.ID, Type: pb.AdvertType(a.Type), Origin: a.Origin,
+		Timestamp: timeToPB(a.Timestamp), Ttl: ttl, Events: events,
+	}
+}
+
+// AdvertFromPB converts an advert from its wire form.
+func AdvertFromPB(a *pb.Advert) *Advert {
+	events := make([]Event, len(a.GetEvents()))
+	for i, e := range a.GetEvents() {
+		events[i] = EventFromPB(e)
+	}
+	return &Advert{
+		ID: a.GetId(), Type: AdvertType(a.GetType()), Origin: a.GetOrigin(),
+		Timestamp: timeFromPB(a.GetTimestamp()), TTL: durationFromPB(a.GetTtl()), Events: events,
+	}
+}
+
+func linkToPB(l Link) *pb.Link {
+	return &pb.Link{
+		Id: l.ID, Peer: l.Peer, Address: l.Address, Outbound: l.Outbound, State: string(l.State),
+		Rtt: durationpb.New(l.RTT), BytesIn: l.BytesIn, BytesOut: l.BytesOut, Errors: l.Errors,
+		Drops: l.Drops, Channels: l.Channels,
+	}
+}
+
+func linkFromPB(l *pb.Link) Link {
+	return Link{
+		ID: l.GetId(), Peer: l.GetPeer(), Address: l.GetAddress(), Outbound: l.GetOutbound(),
+		State: LinkState(l.GetState()), RTT: durationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
+		BytesOut: l.GetBytesOut(), Errors: l.GetErrors(), Drops: l.GetDrops(), Channels: l.GetChannels(),
+	}
+}
+
+func serviceToPB(s Service) *pb.Service {
+	return &pb.Service{Name: s.Name, Address: s.Address, Endpoints: s.Endpoints, Metadata: s.Metadata}
+}
+
+func serviceFromPB(s *pb.Service) Service {
+	return Service{Name: s.GetName(), Address: s.GetAddress(), Endpoints: s.GetEndpoints(), Metadata: s.GetMetadata()}
+}
+
+func nodeConfigToPB(n NodeConfig) *pb.NodeConfig {
+	return &pb.NodeConfig{
+		Id: n.ID, Network: n.Network, Listen: n.Listen, Advertise: n.Advertise, Peers: n.Peers,
+		DataDir: n.DataDir, Tls: &pb.TLSConfig{Ca: n.TLS.CA, Cert: n.TLS.Cert, Key: n.TLS.Key, Insecure: n.TLS.Insecure},
+	}
+}
+
+func nodeConfigFromPB(n *pb.NodeConfig) NodeConfig {
+	t := n.GetTls()
+	return NodeConfig{
+		ID: n.GetId(), Network: n.GetNetwork(), Listen: n.GetListen(), Advertise: n.GetAdvertise(),
+		Peers: n.GetPeers(), DataDir: n.GetDataDir(),
+		TLS: TLSConfig{CA: t.GetCa(), Cert: t.GetCert(), Key: t.GetKey(), Insecure: t.GetInsecure()},
+	}
+}
+
+func diagnosticsToPB(ds Diagnostics) []*pb.Diagnostic {
+	out := make([]*pb.Diagnostic, len(ds))
+	for i, d := range ds {
+		out[i] = &pb.Diagnostic{
+			Severity: pb.Diagnostic_Severity(d.Severity), Summary: d.Summary, Detail: d.Detail, Attribute: d.Attribute,
+		}
+	}
+	return out
+}
+
+func diagnosticsFromPB(ds []*pb.Diagnostic) Diagnostics {
+	var out Diagnostics
+	for _, d := range ds {
+		out = append(out, Diagnostic{
+			Severity: Severity(d.GetSeverity()), Summary: d.GetSummary(), Detail: d.GetDetail(), Attribute: d.GetAttribute(),
+		})
+	}
+	return out
+}
+
+func schemaToPB(s Schema) *pb.SchemaResponse {
+	out := &pb.SchemaResponse{}
+	for _, a := range s.Attributes {
+		out.Attributes = append(out.Attributes, &pb.Attribute{
+			Name: a.Name, Type: string(a.Type), Required: a.Required, Description: a.Description, Default: a.Default,
+		})
+	}
+	return out
+}
+
+func schemaFromPB(s *pb.SchemaResponse) Schema {
+	var out Schema
+	for _, a := range s.GetAttributes() {
+		out.Attributes = append(out.Attributes, Attribute{
+			Name: a.GetName(), Type: Type(a.GetType()), Required: a.GetRequired(), Description: a.GetDescription(), Default: a.GetDefault(),
+		})
+	}
+	return out
+}

@@ -1,0 +1,61 @@
+package sdk
+
+import (
+	"context"
+
+	"github.com/hashicorp/go-plugin"
+	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
+	"google.golang.org/grpc"
+)
+
+// ProtocolVersion is the version of the plugin protocol; a host refuses a
+// plugin that speaks another.
+const ProtocolVersion = 1
+
+// Handshake is the go-plugin handshake every microhost plugin uses.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "MICROHOST_PLUGIN",
+	MagicCookieValue: "d6f3b0a2-microhost-component",
+}
+
+// PluginName is the name of the one plugin in every plugin binary's set.
+const PluginName = "component"
+
+// GRPCPlugin is the go-plugin glue for a component of any kind. A plugin
+// sets Impl; a host sets Kind (and gets a client of that kind from
+// Dispense).
+type GRPCPlugin struct {
+	plugin.NetRPCUnsupportedPlugin
+	Impl Component
+	Kind Kind
+
+	server *pluginServer
+}
+
+// GRPCServer serves Impl; host callbacks are dialled through the broker.
+func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
+	p.server = registerComponent(s, p.Impl, func(req *pb.ConfigureRequest) (*grpc.ClientConn, error) {
+		if req.GetHostBrokerId() != 0 {
+			return broker.DialWithOptions(req.GetHostBrokerId(), MessageSizeDialOptions()...)
+		}
+		return dialHostAddress(req.GetHostAddress())
+	})
+	return nil
+}
+
+// GRPCClient returns a client of Kind; the host's callbacks are served to
+// the plugin through the broker.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	return NewClient(conn, p.Kind, ClientOptions{
+		ServeHost: func(h Host) (uint32, string, error) {
+			id := broker.NextId()
+			go broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+				s := grpc.NewServer(append(opts, MessageSizeServerOptions()...)...)
+				NewHostServer(h).Register(s)
+				return s
+			})
+			return id, "", nil
+		},
+	})
+}

@@ -1,0 +1,459 @@
+package sdk
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/durationpb"
+)
+
+// tokenKey is the metadata key that carries the data path token.
+const tokenKey = "microhost-token"
+
+// unclaimedSessionTimeout bounds how long an accepted session waits for its
+// consumer to take it up with a Session call before it is closed.
+const unclaimedSessionTimeout = 10 * time.Second
+
+type tunnelServer struct {
+	pb.UnimplementedTunnelServer
+	impl Tunnel
+
+	mu      sync.Mutex
+	pending map[string]Session
+	data    *dataPath
+}
+
+func newTunnelServer(impl Tunnel) *tunnelServer {
+	return &tunnelServer{impl: impl, pending: make(map[string]Session)}
+}
+
+func (s *tunnelServer) Connect(ctx context.Context, req *pb.PeerAddress) (*pb.TunnelEmpty, error) {
+	return &pb.TunnelEmpty{}, toStatus(s.impl.Connect(ctx, req.GetAddress()))
+}
+
+func (s *tunnelServer) Disconnect(ctx context.Context, req *pb.PeerAddress) (*pb.TunnelEmpty, error) {
+	return &pb.TunnelEmpty{}, toStatus(s.impl.Disconnect(ctx, req.GetAddress()))
+}
+
+func (s *tunnelServer) Links(ctx context.Context, _ *pb.TunnelEmpty) (*pb.LinkList, error) {
+	links, err := s.impl.Links(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	out := &pb.LinkList{}
+	for _, l := range links {
+		out.Links = append(out.Links, linkToPB(l))
+	}
+	return out, nil
+}
+
+func (s *tunnelServer) Listen(req *pb.ListenRequest, stream grpc.ServerStreamingServer[pb.SessionInfo]) error {
+	ctx := stream.Context()
+	l, err := s.impl.Listen(ctx, req.GetChannel())
+	if err != nil {
+		return toStatus(err)
+	}
+	defer l.Close()
+	for {
+		sess, err := l.Accept(ctx)
+		if err != nil {
+			return toStatus(err)
+		}
+		s.park(sess)
+		if err := stream.Send(sessionInfo(sess)); err != nil {
+			return err
+		}
+	}
+}
+
+// park holds an accepted session until a Session call claims it.
+func (s *tunnelServer) park(sess Session) {
+	s.mu.Lock()
+	s.pending[sess.ID()] = sess
+	s.mu.Unlock()
+	time.AfterFunc(unclaimedSessionTimeout, func() {
+		if sess := s.claim(sess.ID()); sess != nil {
+			sess.Close()
+		}
+	})
+}
+
+func (s *tunnelServer) claim(id string) Session {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sess := s.pending[id]
+	delete(s.pending, id)
+	return sess
+}
+
+func sessionInfo(sess Session) *pb.SessionInfo {
+	return &pb.SessionInfo{Id: sess.ID(), Channel: sess.Channel(), Mode: pb.Mode(sess.Mode()), Peer: sess.Peer()}
+}
+
+func (s *tunnelServer) Session(stream grpc.BidiStreamingServer[pb.SessionFrame, pb.SessionEvent]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	var sess Session
+	switch f := first.GetFrame().(type) {
+	case *pb.SessionFrame_Dial:
+		d := f.Dial
+		sess, err = s.impl.Dial(ctx, d.GetChannel(), DialOptions{
+			Mode: Mode(d.GetMode()), Node: d.GetNode(), Timeout: durationFromPB(d.GetTimeout()),
+		})
+		if err != nil {
+			return toStatus(err)
+		}
+	case *pb.SessionFrame_Accept:
+		if sess = s.claim(f.Accept); sess == nil {
+			return status.Errorf(codes.NotFound, "no pending session %q: it was claimed already or timed out", f.Accept)
+		}
+	default:
+		return status.Error(codes.InvalidArgument, "the first frame of a session must be dial or accept")
+	}
+	defer sess.Close()
+	if err := stream.Send(&pb.SessionEvent{Event: &pb.SessionEvent_Opened{Opened: sessionInfo(sess)}}); err != nil {
+		return err
+	}
+
+	// Both halves run until each is closed; the call ends when both are, or
+	// at the first error.
+	errc := make(chan error, 2)
+	go func() { errc <- pumpToConsumer(ctx, sess, stream) }()
+	go func() { errc <- pumpToPeer(ctx, sess, stream) }()
+	for range 2 {
+		if err := <-errc; err != nil {
+			return toStatus(err)
+		}
+	}
+	return nil
+}
+
+func pumpToConsumer(ctx context.Context, sess Session, stream grpc.BidiStreamingServer[pb.SessionFrame, pb.SessionEvent]) error {
+	for {
+		m, err := sess.Recv(ctx)
+		if errors.Is(err, io.EOF) {
+			return stream.Send(&pb.SessionEvent{Event: &pb.SessionEvent_Eof{Eof: true}})
+		}
+		if err != nil {
+			return err
+		}
+		if err := stream.Send(&pb.SessionEvent{Event: &pb.SessionEvent_Message{Message: &pb.Message{Header: m.Header, Body: m.Body}}}); err != nil {
+			return err
+		}
+	}
+}
+
+func pumpToPeer(ctx context.Context, sess Session, stream grpc.BidiStreamingServer[pb.SessionFrame, pb.SessionEvent]) error {
+	for {
+		f, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return sess.CloseSend()
+		}
+		if err != nil {
+			return err
+		}
+		m := f.GetMessage()
+		if m == nil {
+			return status.Error(codes.InvalidArgument, "only message frames may follow the first frame of a session")
+		}
+		if err := sess.Send(ctx, &Message{Header: m.GetHeader(), Body: m.GetBody()}); err != nil {
+			return err
+		}
+	}
+}
+
+func (s *tunnelServer) DataPath(context.Context, *pb.TunnelEmpty) (*pb.DataPathInfo, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.data == nil {
+		return nil, status.Error(codes.FailedPrecondition, "the tunnel is not configured yet, so it has no data path")
+	}
+	return &pb.DataPathInfo{Address: "unix:" + s.data.socket, Token: s.data.token}, nil
+}
+
+// dataPath serves the session API on a unix socket of its own, so that
+// consumers such as the proxy reach the tunnel without the host relaying
+// their bytes. The socket lives in a fresh 0700 directory, and every call
+// must carry a random token the host hands out: both must be had to use it.
+type dataPath struct {
+	dir    string
+	socket string
+	token  string
+	server *grpc.Server
+}
+
+func (s *tunnelServer) startDataPath(parent string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.data != nil {
+		return nil
+	}
+	// Unix socket paths are limited to ~104 bytes: stay short.
+	dir, err := os.MkdirTemp(shortTempDir(parent), "mh-tun-")
+	if err != nil {
+		return err
+	}
+	raw := make([]byte, 32)
+	if _, err := rand.Read(raw); err != nil {
+		return err
+	}
+	d := &dataPath{dir: dir, socket: filepath.Join(dir, "s"), token: hex.EncodeToString(raw)}
+	ln, err := net.Listen("unix", d.socket)
+	if err != nil {
+		os.RemoveAll(dir)
+		return err
+	}
+	d.server = grpc.NewServer(append(MessageSizeServerOptions(),
+		grpc.UnaryInterceptor(func(ctx context.Context, req any, _ *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+			if err := d.authorize(ctx); err != nil {
+				return nil, err
+			}
+			return h(ctx, req)
+		}),
+		grpc.StreamInterceptor(func(srv any, ss grpc.ServerStream, _ *grpc.StreamServerInfo, h grpc.StreamHandler) error {
+			if err := d.authorize(ss.Context()); err != nil {
+				return err
+			}
+			return h(srv, ss)
+		}),
+	)...)
+	pb.RegisterTunnelServer(d.server, s)
+	go d.server.Serve(ln)
+	s.data = d
+	return nil
+}
+
+func (d *dataPath) authorize(ctx context.Context) error {
+	md, _ := metadata.FromIncomingContext(ctx)
+	got := md.Get(tokenKey)
+	if len(got) != 1 || subtle.ConstantTimeCompare([]byte(got[0]), []byte(d.token)) != 1 {
+		return status.Error(codes.Unauthenticated, "the tunnel data path wants the token the host hands out")
+	}
+	return nil
+}
+
+func (s *tunnelServer) stopDataPath() {
+	s.mu.Lock()
+	d := s.data
+	s.data = nil
+	s.mu.Unlock()
+	if d != nil {
+		d.server.Stop()
+		os.RemoveAll(d.dir)
+	}
+}
+
+// shortTempDir picks a parent for sockets: dir if its paths stay short, else /tmp.
+func shortTempDir(dir string) string {
+	if dir != "" && len(dir) < 60 {
+		if err := os.MkdirAll(dir, 0o700); err == nil {
+			return dir
+		}
+	}
+	return os.TempDir()
+}
+
+// DialDataPath connects to a tunnel's direct local endpoint. Closing the
+// returned Tunnel closes the connection.
+func DialDataPath(info *pb.DataPathInfo) (Tunnel, error) {
+	token := info.GetToken()
+	addToken := func(ctx context.Context) context.Context {
+		return metadata.AppendToOutgoingContext(ctx, tokenKey, token)
+	}
+	conn, err := grpc.NewClient(info.GetAddress(),
+		append(MessageSizeDialOptions(),
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithUnaryInterceptor(func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+				return invoker(addToken(ctx), method, req, reply, cc, opts...)
+			}),
+			grpc.WithStreamInterceptor(func(ctx context.Context, desc *grpc.StreamDesc, cc *grpc.ClientConn, method string, streamer grpc.Streamer, opts ...grpc.CallOption) (grpc.ClientStream, error) {
+				return streamer(addToken(ctx), desc, cc, method, opts...)
+			}),
+		)...)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel data path %s: %w", info.GetAddress(), err)
+	}
+	return &dataPathTunnel{
+		tunnelClient: &tunnelClient{componentClient: newComponentClient(conn, KindTunnel), rpc: pb.NewTunnelClient(conn)},
+		conn:         conn,
+	}, nil
+}
+
+// dataPathTunnel is a tunnel client that owns its connection.
+type dataPathTunnel struct {
+	*tunnelClient
+	conn *grpc.ClientConn
+}
+
+func (t *dataPathTunnel) Close() error { return t.conn.Close() }
+
+type tunnelClient struct {
+	*componentClient
+	rpc pb.TunnelClient
+}
+
+func (c *tunnelClient) Connect(ctx context.Context, address string) error {
+	_, err := c.rpc.Connect(ctx, &pb.PeerAddress{Address: address})
+	return fromStatus(err)
+}
+
+func (c *tunnelClient) Disconnect(ctx context.Context, address string) error {
+	_, err := c.rpc.Disconnect(ctx, &pb.PeerAddress{Address: address})
+	return fromStatus(err)
+}
+
+func (c *tunnelClient) Links(ctx context.Context) ([]Link, error) {
+	res, err := c.rpc.Links(ctx, &pb.TunnelEmpty{})
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	var out []Link
+	for _, l := range res.GetLinks() {
+		out = append(out, linkFromPB(l))
+	}
+	return out, nil
+}
+
+func (c *tunnelClient) Listen(ctx context.Context, channel string) (Listener, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	stream, err := c.rpc.Listen(ctx, &pb.ListenRequest{Channel: channel})
+	if err != nil {
+		cancel()
+		return nil, fromStatus(err)
+	}
+	return &listenerClient{client: c, channel: channel, stream: stream, cancel: cancel}, nil
+}
+
+func (c *tunnelClient) Dial(ctx context.Context, channel string, opts DialOptions) (Session, error) {
+	var timeout *durationpb.Duration
+	if opts.Timeout > 0 {
+		timeout = durationpb.New(opts.Timeout)
+	}
+	return c.openSession(ctx, &pb.SessionFrame{Frame: &pb.SessionFrame_Dial{Dial: &pb.DialRequest{
+		Channel: channel, Mode: pb.Mode(opts.Mode), Node: opts.Node, Timeout: timeout,
+	}}})
+}
+
+// openSession starts a Session call. The call outlives ctx, which bounds
+// only the wait for the session to open.
+func (c *tunnelClient) openSession(ctx context.Context, first *pb.SessionFrame) (Session, error) {
+	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopWaiting := context.AfterFunc(ctx, cancel)
+	stream, err := c.rpc.Session(sctx)
+	if err == nil {
+		err = stream.Send(first)
+	}
+	var ev *pb.SessionEvent
+	if err == nil {
+		ev, err = stream.Recv()
+	}
+	if !stopWaiting() && ctx.Err() != nil {
+		err = ctx.Err()
+	}
+	if err != nil {
+		cancel()
+		return nil, fromStatus(err)
+	}
+	info := ev.GetOpened()
+	if info == nil {
+		cancel()
+		return nil, errors.New("tunnel session: the tunnel did not open the session")
+	}
+	return &sessionClient{info: info, stream: stream, cancel: cancel}, nil
+}
+
+type listenerClient struct {
+	client  *tunnelClient
+	channel string
+	stream  grpc.ServerStreamingClient[pb.SessionInfo]
+	cancel  context.CancelFunc
+	mu      sync.Mutex // Recv on the Listen stream is not safe for concurrent use
+}
+
+func (l *listenerClient) Accept(ctx context.Context) (Session, error) {
+	stop := context.AfterFunc(ctx, l.cancel)
+	defer stop()
+	l.mu.Lock()
+	info, err := l.stream.Recv()
+	l.mu.Unlock()
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	return l.client.openSession(ctx, &pb.SessionFrame{Frame: &pb.SessionFrame_Accept{Accept: info.GetId()}})
+}
+
+func (l *listenerClient) Channel() string { return l.channel }
+
+func (l *listenerClient) Close() error {
+	l.cancel()
+	return nil
+}
+
+type sessionClient struct {
+	info   *pb.SessionInfo
+	stream grpc.BidiStreamingClient[pb.SessionFrame, pb.SessionEvent]
+	cancel context.CancelFunc
+	sendMu sync.Mutex
+}
+
+func (s *sessionClient) ID() string      { return s.info.GetId() }
+func (s *sessionClient) Channel() string { return s.info.GetChannel() }
+func (s *sessionClient) Mode() Mode      { return Mode(s.info.GetMode()) }
+func (s *sessionClient) Peer() string    { return s.info.GetPeer() }
+
+func (s *sessionClient) Send(_ context.Context, m *Message) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	err := s.stream.Send(&pb.SessionFrame{Frame: &pb.SessionFrame_Message{Message: &pb.Message{Header: m.Header, Body: m.Body}}})
+	if errors.Is(err, io.EOF) {
+		// The call ended; its status says why.
+		_, err = s.stream.Recv()
+	}
+	return fromStatus(err)
+}
+
+func (s *sessionClient) Recv(ctx context.Context) (*Message, error) {
+	stop := context.AfterFunc(ctx, s.cancel)
+	defer stop()
+	ev, err := s.stream.Recv()
+	if err != nil {
+		return nil, fromStatus(err)
+	}
+	switch e := ev.GetEvent().(type) {
+	case *pb.SessionEvent_Message:
+		return &Message{Header: e.Message.GetHeader(), Body: e.Message.GetBody()}, nil
+	case *pb.SessionEvent_Eof:
+		return nil, io.EOF
+	}
+	return nil, errors.New("tunnel session: unexpected event from the tunnel")
+}
+
+func (s *sessionClient) CloseSend() error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	return s.stream.CloseSend()
+}
+
+func (s *sessionClient) Close() error {
+	s.cancel()
+	return nil
+}
