@@ -26,6 +26,10 @@ proto: tools
 		--go_out=. --go_opt=paths=source_relative \
 		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
 		microhost/v1/*.proto
+	PATH=$(TOOLS):$$PATH protoc -I examples/greeter/greeterpb \
+		--go_out=examples/greeter/greeterpb --go_opt=paths=source_relative \
+		--go-grpc_out=examples/greeter/greeterpb --go-grpc_opt=paths=source_relative \
+		examples/greeter/greeterpb/greeter.proto
 
 demo:
 	go run ./cmd/microhost demo

@@ -23,12 +23,11 @@ var Handshake = plugin.HandshakeConfig{
 const PluginName = "component"
 
 // GRPCPlugin is the go-plugin glue for a component of any kind. A plugin
-// sets Impl; a host sets Kind (and gets a client of that kind from
-// Dispense).
+// sets Impl. A host dispenses a *PluginConn and builds its client with
+// NewClient, so that it can keep one client across plugin restarts.
 type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Component
-	Kind Kind
 
 	server *pluginServer
 }
@@ -44,18 +43,27 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 	return nil
 }
 
-// GRPCClient returns a client of Kind; the host's callbacks are served to
-// the plugin through the broker.
+// PluginConn is what a host gets from dispensing a plugin.
+type PluginConn struct {
+	Broker *plugin.GRPCBroker
+	Conn   *grpc.ClientConn
+}
+
+// GRPCClient hands the host the plugin's connection and broker.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return NewClient(conn, p.Kind, ClientOptions{
-		ServeHost: func(h Host) (uint32, string, error) {
-			id := broker.NextId()
-			go broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
-				s := grpc.NewServer(append(opts, MessageSizeServerOptions()...)...)
-				NewHostServer(h).Register(s)
-				return s
-			})
-			return id, "", nil
-		},
-	})
+	return &PluginConn{Broker: broker, Conn: conn}, nil
+}
+
+// ServeHostOverBroker returns a ClientOptions.ServeHost that serves the
+// host's callbacks to the plugin through broker.
+func ServeHostOverBroker(broker *plugin.GRPCBroker) func(Host) (uint32, string, error) {
+	return func(h Host) (uint32, string, error) {
+		id := broker.NextId()
+		go broker.AcceptAndServe(id, func(opts []grpc.ServerOption) *grpc.Server {
+			s := grpc.NewServer(append(opts, MessageSizeServerOptions()...)...)
+			NewHostServer(h).Register(s)
+			return s
+		})
+		return id, "", nil
+	}
 }

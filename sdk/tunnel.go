@@ -73,7 +73,7 @@ type Link struct {
 	BytesIn  uint64        `json:"bytes_in"`
 	BytesOut uint64        `json:"bytes_out"`
 	Errors   uint64        `json:"errors"`
-	Drops    uint64        `json:"drops"` // messages dropped because a bounded queue was full
+	Drops    uint64        `json:"drops"`              // messages dropped because a bounded queue was full
 	Channels []string      `json:"channels,omitempty"` // channels the peer listens on
 }
 

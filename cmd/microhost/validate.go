@@ -1,0 +1,72 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/hashicorp/hcl/v2"
+	"github.com/microhost/microhost/host/config"
+	"github.com/microhost/microhost/host/node"
+	"github.com/spf13/cobra"
+)
+
+// configFlags are the flags of every command that reads a config file.
+type configFlags struct {
+	path string
+	vars map[string]string
+}
+
+func (f *configFlags) add(cmd *cobra.Command) {
+	cmd.Flags().StringVarP(&f.path, "config", "c", "config.hcl", "HCL configuration file")
+	cmd.Flags().StringToStringVar(&f.vars, "var", nil, "set a variable: --var name=value (repeatable)")
+}
+
+// load reads the config and checks every component's config { } block
+// against its plugin's schema. On errors it prints them all and returns an
+// exitError.
+func (f *configFlags) load(cmd *cobra.Command) (*config.Config, map[string][]byte, error) {
+	cfg, diags := config.Load(f.path, f.vars)
+	var decoded map[string][]byte
+	if !diags.HasErrors() {
+		var more hcl.Diagnostics
+		decoded, more = node.DecodeComponents(cmd.Context(), cfg)
+		diags = append(diags, more...)
+	}
+	if len(diags) > 0 {
+		config.WriteDiagnostics(cmd.ErrOrStderr(), diags, cfg.Files)
+	}
+	if diags.HasErrors() {
+		return nil, nil, &exitError{code: 1, err: fmt.Errorf("%s: %d error(s) in the configuration", f.path, countErrors(diags))}
+	}
+	return cfg, decoded, nil
+}
+
+func countErrors(diags hcl.Diagnostics) int {
+	n := 0
+	for _, d := range diags {
+		if d.Severity == hcl.DiagError {
+			n++
+		}
+	}
+	return n
+}
+
+func validateCommand() *cobra.Command {
+	var flags configFlags
+	cmd := &cobra.Command{
+		Use:   "validate",
+		Short: "Check a configuration file without starting anything",
+		Long: `Check a configuration file: syntax, types, required arguments, and every
+component's config { } block against the schema its plugin publishes. All
+errors are printed at once with file, line and column. Exits 1 on errors.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if _, _, err := flags.load(cmd); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "%s is valid\n", flags.path)
+			return nil
+		},
+	}
+	flags.add(cmd)
+	return cmd
+}
