@@ -4,10 +4,13 @@
 package sdk
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
+	"strings"
 )
 
 // Kind names one of the four component kinds.
@@ -58,15 +61,41 @@ type ConfigureRequest struct {
 	Host Host
 }
 
-// Decode unmarshals the config block into v, reporting failures as a diagnostic.
-func (r ConfigureRequest) Decode(v any) Diagnostics {
-	if len(r.Config) == 0 {
+// Decode unmarshals the config block into v; see DecodeConfig.
+func (r ConfigureRequest) Decode(v any) Diagnostics { return DecodeConfig(r.Config, v) }
+
+// DecodeConfig unmarshals a config object into v, rejecting unknown
+// arguments, and reports a failure as a diagnostic on the argument at fault.
+func DecodeConfig(raw json.RawMessage, v any) Diagnostics {
+	if len(bytes.TrimSpace(raw)) == 0 {
 		return nil
 	}
-	if err := json.Unmarshal(r.Config, v); err != nil {
-		return Diagnostics{Errorf("", "invalid configuration", "%v", err)}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	if err == nil {
+		return nil
 	}
-	return nil
+	var typeErr *json.UnmarshalTypeError
+	if errors.As(err, &typeErr) {
+		return Diagnostics{Errorf(typeErr.Field, "wrong type", "want a %s, got a JSON %s", typeName(typeErr.Type), typeErr.Value)}
+	}
+	if name, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		name = strings.Trim(name, `"`)
+		return Diagnostics{Errorf(name, "unsupported argument", "%q is not an argument of this component", name)}
+	}
+	return Diagnostics{Errorf("", "invalid configuration", "%v", err)}
+}
+
+// typeName names a Go type in the schema's terms.
+func typeName(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	if t.Kind() == reflect.Float64 {
+		return "number"
+	}
+	return t.String()
 }
 
 // NodeConfig is the host-owned part of the configuration that components need.
@@ -144,4 +173,11 @@ func (d Diagnostics) Err() error {
 		errs = append(errs, errors.New(msg))
 	}
 	return errors.Join(errs...)
+}
+
+// Reloader is implemented by components that can re-read their files, such
+// as certificates, without a restart. A plugin process calls Reload on SIGHUP,
+// which the host forwards to its plugins when it gets one itself.
+type Reloader interface {
+	Reload() error
 }

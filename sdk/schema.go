@@ -1,5 +1,10 @@
 package sdk
 
+import (
+	"errors"
+	"fmt"
+)
+
 // Type of a configuration attribute.
 type Type string
 
@@ -25,4 +30,24 @@ type Attribute struct {
 // Schema describes a component's config { } block.
 type Schema struct {
 	Attributes []Attribute `json:"attributes"`
+}
+
+// Validate checks that the schema is well formed: every attribute named
+// once, with a type the host knows.
+func (s Schema) Validate() error {
+	seen := map[string]bool{}
+	var errs []error
+	for _, a := range s.Attributes {
+		switch {
+		case a.Name == "":
+			errs = append(errs, errors.New("an attribute has no name"))
+		case seen[a.Name]:
+			errs = append(errs, fmt.Errorf("attribute %q is declared twice", a.Name))
+		}
+		seen[a.Name] = true
+		if _, ok := a.Type.ctyType(); !ok {
+			errs = append(errs, fmt.Errorf("attribute %q has unknown type %q", a.Name, a.Type))
+		}
+	}
+	return errors.Join(errs...)
 }

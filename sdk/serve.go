@@ -113,6 +113,20 @@ func servePlugin(c Component, log hclog.Logger, test *plugin.ServeTestConfig) in
 	if test == nil {
 		go exitWithParent(log, p)
 	}
+	if r, ok := c.(Reloader); ok {
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		go func() {
+			for range hup {
+				if err := r.Reload(); err != nil {
+					log.Error("reload failed; keeping the previous files", "error", err)
+				} else {
+					log.Info("reloaded")
+				}
+			}
+		}()
+	}
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: p},

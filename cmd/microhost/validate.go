@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 
 	"github.com/hashicorp/hcl/v2"
@@ -16,16 +17,29 @@ type configFlags struct {
 }
 
 func (f *configFlags) add(cmd *cobra.Command) {
-	cmd.Flags().StringVarP(&f.path, "config", "c", "config.hcl", "HCL configuration file")
+	cmd.Flags().StringVarP(&f.path, "config", "c", "config.hcl", "HCL configuration file (or give it as the argument)")
 	cmd.Flags().StringToStringVar(&f.vars, "var", nil, "set a variable: --var name=value (repeatable)")
+	cmd.Args = cobra.MaximumNArgs(1)
+}
+
+// takeArgs lets the file be named as the command's argument.
+func (f *configFlags) takeArgs(cmd *cobra.Command, args []string) error {
+	if len(args) == 0 {
+		return nil
+	}
+	if cmd.Flags().Changed("config") {
+		return fmt.Errorf("name the configuration file once: as an argument or with --config, not both")
+	}
+	f.path = args[0]
+	return nil
 }
 
 // load reads the config and checks every component's config { } block
 // against its plugin's schema. On errors it prints them all and returns an
 // exitError.
-func (f *configFlags) load(cmd *cobra.Command) (*config.Config, map[string][]byte, error) {
+func (f *configFlags) load(cmd *cobra.Command) (*config.Config, map[string]json.RawMessage, error) {
 	cfg, diags := config.Load(f.path, f.vars)
-	var decoded map[string][]byte
+	var decoded map[string]json.RawMessage
 	if !diags.HasErrors() {
 		var more hcl.Diagnostics
 		decoded, more = node.DecodeComponents(cmd.Context(), cfg)
@@ -53,13 +67,15 @@ func countErrors(diags hcl.Diagnostics) int {
 func validateCommand() *cobra.Command {
 	var flags configFlags
 	cmd := &cobra.Command{
-		Use:   "validate",
+		Use:   "validate [FILE]",
 		Short: "Check a configuration file without starting anything",
 		Long: `Check a configuration file: syntax, types, required arguments, and every
 component's config { } block against the schema its plugin publishes. All
 errors are printed at once with file, line and column. Exits 1 on errors.`,
-		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := flags.takeArgs(cmd, args); err != nil {
+				return err
+			}
 			if _, _, err := flags.load(cmd); err != nil {
 				return err
 			}

@@ -63,27 +63,9 @@ func ComponentSchema(ctx context.Context, c *config.Component) (sdk.Schema, erro
 }
 
 // DecodeComponents validates every component's config { } block against
-// its plugin's schema and returns the decoded blocks by instance name. All
-// problems are reported together.
-func DecodeComponents(ctx context.Context, cfg *config.Config) (map[string][]byte, hcl.Diagnostics) {
-	var diags hcl.Diagnostics
-	out := map[string][]byte{}
-	for _, c := range cfg.Components() {
-		schema, err := ComponentSchema(ctx, c)
-		if err != nil {
-			diags = append(diags, &hcl.Diagnostic{
-				Severity: hcl.DiagError,
-				Summary:  fmt.Sprintf("Cannot load the %s plugin", c.Name),
-				Detail:   err.Error(),
-				Subject:  c.DeclRange.Ptr(),
-			})
-			continue
-		}
-		raw, d := config.DecodeComponentConfig(c.Config, schema, cfg.EvalContext)
-		diags = append(diags, d...)
-		if !d.HasErrors() {
-			out[c.Name] = raw
-		}
-	}
-	return out, diags
+// its plugin's schema; see config.Config.DecodeComponents.
+func DecodeComponents(ctx context.Context, cfg *config.Config) (map[string]json.RawMessage, hcl.Diagnostics) {
+	return cfg.DecodeComponents(func(c *config.Component) (sdk.Schema, error) {
+		return ComponentSchema(ctx, c)
+	})
 }

@@ -1,0 +1,4 @@
+# No tls, tunnel or router block: each is reported.
+node {
+  network = "demo"
+}
