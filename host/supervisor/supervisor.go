@@ -396,6 +396,22 @@ func (i *Instance) Status() Status {
 	return st
 }
 
+// Signal sends sig to the plugin process this supervisor started; it does
+// nothing for standalone or reattached instances, which are not ours.
+func (i *Instance) Signal(sig os.Signal) error {
+	i.mu.Lock()
+	pid := i.pid
+	i.mu.Unlock()
+	if pid == 0 || i.spec.Address != "" || i.sup.opts.Reattach[i.spec.Name] != nil {
+		return nil
+	}
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return err
+	}
+	return p.Signal(sig)
+}
+
 // PID is the plugin's process id, 0 for a standalone instance.
 func (i *Instance) PID() int {
 	i.mu.Lock()
