@@ -70,6 +70,11 @@ func (s *tunnelServer) Listen(req *pb.ListenRequest, stream grpc.ServerStreaming
 		return toStatus(err)
 	}
 	defer l.Close()
+	// An empty SessionInfo tells the client the listener exists, so that a
+	// Listen call returns only once peers can dial the channel.
+	if err := stream.Send(&pb.SessionInfo{}); err != nil {
+		return err
+	}
 	for {
 		sess, err := l.Accept(ctx)
 		if err != nil {
@@ -336,6 +341,9 @@ func (c *tunnelClient) Links(ctx context.Context) ([]Link, error) {
 func (c *tunnelClient) Listen(ctx context.Context, channel string) (Listener, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	stream, err := c.rpc.Listen(ctx, &pb.ListenRequest{Channel: channel})
+	if err == nil {
+		_, err = stream.Recv() // the listener exists
+	}
 	if err != nil {
 		cancel()
 		return nil, fromStatus(err)

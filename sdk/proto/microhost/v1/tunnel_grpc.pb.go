@@ -39,7 +39,8 @@ type TunnelClient interface {
 	Disconnect(ctx context.Context, in *PeerAddress, opts ...grpc.CallOption) (*TunnelEmpty, error)
 	Links(ctx context.Context, in *TunnelEmpty, opts ...grpc.CallOption) (*LinkList, error)
 	// Listen streams the sessions peers open on a channel; each is then
-	// taken up by a Session call whose first frame is `accept`.
+	// taken up by a Session call whose first frame is `accept`. The first
+	// SessionInfo, with no id, says the listener is in place.
 	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionInfo], error)
 	// Session carries one session: the first client frame is `dial` or
 	// `accept`; then messages flow both ways.
@@ -140,7 +141,8 @@ type TunnelServer interface {
 	Disconnect(context.Context, *PeerAddress) (*TunnelEmpty, error)
 	Links(context.Context, *TunnelEmpty) (*LinkList, error)
 	// Listen streams the sessions peers open on a channel; each is then
-	// taken up by a Session call whose first frame is `accept`.
+	// taken up by a Session call whose first frame is `accept`. The first
+	// SessionInfo, with no id, says the listener is in place.
 	Listen(*ListenRequest, grpc.ServerStreamingServer[SessionInfo]) error
 	// Session carries one session: the first client frame is `dial` or
 	// `accept`; then messages flow both ways.
