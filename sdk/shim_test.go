@@ -237,7 +237,9 @@ type recorder struct {
 	seen []sdk.Node
 }
 
-func (r *recorder) Info() sdk.Info     { return sdk.Info{Name: "resolver-recorder", Kind: sdk.KindResolver} }
+func (r *recorder) Info() sdk.Info {
+	return sdk.Info{Name: "resolver-recorder", Kind: sdk.KindResolver}
+}
 func (r *recorder) Schema() sdk.Schema { return sdk.Schema{} }
 func (r *recorder) Configure(ctx context.Context, req sdk.ConfigureRequest) sdk.Diagnostics {
 	w, err := req.Host.WatchServices(ctx)
