@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/microhost/microhost/cmd/microhost/cli"
 	"github.com/spf13/cobra"
 )
 
@@ -50,6 +51,6 @@ name through its local node, over the cheapest route.`,
 		caCommand(),
 		versionCommand(),
 	)
-	root.AddCommand(cliCommands()...)
+	root.AddCommand(cli.Commands()...)
 	return root
 }

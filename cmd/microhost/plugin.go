@@ -7,6 +7,7 @@ import (
 	"text/tabwriter"
 
 	"github.com/hashicorp/go-hclog"
+	"github.com/microhost/microhost/cmd/microhost/cli"
 	"github.com/microhost/microhost/host/builtin"
 	"github.com/microhost/microhost/sdk"
 	"github.com/spf13/cobra"
@@ -74,7 +75,7 @@ func pluginCommand() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.AddCommand(list, describe, serve)
+	cmd.AddCommand(list, describe, serve, cli.PluginStatusCommand())
 	return cmd
 }
 

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"syscall"
 	"time"
@@ -28,7 +29,7 @@ func startHTTP(n *Node, addr string) (*http.Server, error) {
 		}
 		w.Write([]byte("ok\n"))
 	})
-	ln, err := listen(addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +53,7 @@ func (n *Node) Healthy(ctx context.Context) error {
 			errs = append(errs, errors.New(st.Name+": "+err.Error()))
 		}
 	}
-	if n.Network() == nil {
+	if n.protocol() == nil {
 		errs = append(errs, errors.New("network protocol: restarting"))
 	}
 	return errors.Join(errs...)
@@ -103,7 +104,7 @@ func (m *metrics) Collect(ch chan<- prometheus.Metric) {
 		st := inst.Status()
 		ch <- prometheus.MustNewConstMetric(descRestarts, prometheus.CounterValue, float64(st.Restarts), st.Name)
 	}
-	if nw := m.n.Network(); nw != nil {
+	if nw := m.n.protocol(); nw != nil {
 		stats := nw.Stats()
 		for t, v := range stats.Sent {
 			ch <- prometheus.MustNewConstMetric(descSent, prometheus.CounterValue, float64(v), t)

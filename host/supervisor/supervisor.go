@@ -117,6 +117,7 @@ type Instance struct {
 
 	mu        sync.Mutex
 	state     State
+	since     time.Time
 	restarts  int
 	lastErr   error
 	pid       int
@@ -138,6 +139,7 @@ type Status struct {
 	PID      int
 	Restarts int
 	LastErr  string
+	Since    time.Time // when it entered State
 }
 
 // Start starts (or connects to) an instance and checks that it is the
@@ -145,7 +147,7 @@ type Status struct {
 // across restarts.
 func (s *Supervisor) Start(ctx context.Context, spec Spec) (*Instance, error) {
 	inst := &Instance{
-		spec: spec, sup: s, log: s.log.Named(spec.Name), state: StateStarting,
+		spec: spec, sup: s, log: s.log.Named(spec.Name), state: StateStarting, since: time.Now(),
 		stop: make(chan struct{}), stopped: make(chan struct{}),
 	}
 	client, err := sdk.NewClient(&inst.conn, spec.Kind, sdk.ClientOptions{ServeHost: inst.serveHost})
@@ -367,6 +369,9 @@ func (i *Instance) restart() error {
 
 func (i *Instance) setState(s State, err error) {
 	i.mu.Lock()
+	if i.state != s {
+		i.since = time.Now()
+	}
 	i.state = s
 	if err != nil {
 		i.lastErr = err
@@ -381,7 +386,7 @@ func (i *Instance) MarkRunning() { i.setState(StateRunning, nil) }
 func (i *Instance) Status() Status {
 	i.mu.Lock()
 	defer i.mu.Unlock()
-	st := Status{Name: i.spec.Name, Kind: i.spec.Kind, State: i.state, PID: i.pid, Restarts: i.restarts}
+	st := Status{Name: i.spec.Name, Kind: i.spec.Kind, State: i.state, PID: i.pid, Restarts: i.restarts, Since: i.since}
 	switch {
 	case i.spec.Builtin != "":
 		st.Source = "builtin " + i.spec.Builtin
