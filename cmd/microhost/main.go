@@ -50,6 +50,7 @@ name through its local node, over the cheapest route.`,
 		pluginCommand(),
 		caCommand(),
 		versionCommand(),
+		callCommand(),
 	)
 	root.AddCommand(cli.Commands()...)
 	return root
