@@ -2,7 +2,6 @@
 PROTOC_GEN_GO_VERSION      := v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION := v1.5.1
 TOOLS := $(CURDIR)/bin/tools
-PROTO_DIRS := sdk/proto
 
 .PHONY: build test test-short proto demo bench vet fmt tools clean
 
@@ -20,16 +19,10 @@ tools:
 	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-# protoc itself comes from Debian (protobuf-compiler, libprotoc 3.21.12).
+# protoc itself comes from Debian (protobuf-compiler, libprotoc 3.21.12); every
+# package with .proto files says how it is generated in a //go:generate line.
 proto: tools
-	cd sdk/proto && PATH=$(TOOLS):$$PATH protoc -I . \
-		--go_out=. --go_opt=paths=source_relative \
-		--go-grpc_out=. --go-grpc_opt=paths=source_relative \
-		microhost/v1/*.proto
-	PATH=$(TOOLS):$$PATH protoc -I examples/greeter/greeterpb \
-		--go_out=examples/greeter/greeterpb --go_opt=paths=source_relative \
-		--go-grpc_out=examples/greeter/greeterpb --go-grpc_opt=paths=source_relative \
-		examples/greeter/greeterpb/greeter.proto
+	PATH=$(TOOLS):$$PATH go generate ./...
 
 demo:
 	go run ./cmd/microhost demo

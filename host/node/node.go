@@ -22,6 +22,7 @@ import (
 	"github.com/microhost/microhost/host/config"
 	"github.com/microhost/microhost/host/network"
 	"github.com/microhost/microhost/host/registry"
+	"github.com/microhost/microhost/host/registry/grpccheck"
 	"github.com/microhost/microhost/host/supervisor"
 	"github.com/microhost/microhost/sdk"
 	"github.com/microhost/microhost/sdk/pki"
@@ -107,7 +108,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	n.log = log.With("node", n.id)
 
-	n.registry = registry.New(registry.WithLogger(n.log.Named("registry")))
+	n.registry = registry.New(registry.WithLogger(n.log.Named("registry")), registry.WithChecker(grpccheck.Check))
 	for _, s := range cfg.Services {
 		var check *registry.Check
 		if s.Check != nil {

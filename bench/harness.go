@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+	"time"
+)
+
+// A measurement yields one sample per run. Ratio measurements run their
+// baseline and their subject back to back in each pair, so both see the
+// same machine; the sample is subject / baseline.
+type measurement struct {
+	ID       string
+	Name     string
+	Baseline string // "—" for an absolute measurement
+	Unit     string // of an absolute sample; "x" for a ratio
+	// Target is the goal, e.g. "<= 3x" or ">= 0.4x" or "<= 2 s".
+	Target string
+	// Pass says whether a median meets the target.
+	Pass func(median float64) bool
+	// Pair runs pair i and returns the sample. Setup and Teardown, if set,
+	// run once around all pairs.
+	Setup    func(ctx context.Context) error
+	Pair     func(ctx context.Context, i int) (float64, error)
+	Teardown func()
+	// Pairs overrides the default number of pairs (a deterministic
+	// simulation needs fewer).
+	Pairs int
+}
+
+type result struct {
+	m       *measurement
+	samples []float64
+	err     error
+	took    time.Duration
+}
+
+func (r result) median() float64 {
+	s := slices.Clone(r.samples)
+	slices.Sort(s)
+	n := len(s)
+	if n == 0 {
+		return math.NaN()
+	}
+	if n%2 == 1 {
+		return s[n/2]
+	}
+	return (s[n/2-1] + s[n/2]) / 2
+}
+
+func (r result) spread() (lo, hi float64) {
+	return slices.Min(r.samples), slices.Max(r.samples)
+}
+
+func (r result) format(v float64) string {
+	switch {
+	case r.m.Unit == "x":
+		return fmt.Sprintf("%.2fx", v)
+	case math.Abs(v) >= 100:
+		return fmt.Sprintf("%.0f %s", v, r.m.Unit)
+	default:
+		return fmt.Sprintf("%.2f %s", v, r.m.Unit)
+	}
+}
+
+func (r result) verdict() string {
+	switch {
+	case r.err != nil:
+		return "error"
+	case r.m.Pass(r.median()):
+		return "met"
+	default:
+		return "MISSED"
+	}
+}
+
+func run(ctx context.Context, m *measurement, pairs int, progress io.Writer) result {
+	start := time.Now()
+	r := result{m: m}
+	if m.Pairs > 0 {
+		pairs = m.Pairs
+	}
+	if m.Setup != nil {
+		if r.err = m.Setup(ctx); r.err != nil {
+			return r
+		}
+	}
+	if m.Teardown != nil {
+		defer m.Teardown()
+	}
+	for i := range pairs {
+		v, err := m.Pair(ctx, i)
+		if err != nil {
+			r.err = fmt.Errorf("pair %d: %w", i, err)
+			return r
+		}
+		r.samples = append(r.samples, v)
+		fmt.Fprintf(progress, "  %s pair %d/%d: %s\n", m.ID, i+1, pairs, r.format(v))
+	}
+	r.took = time.Since(start)
+	return r
+}
+
+// table renders results as the Markdown table of bench/results.md.
+func table(results []result) string {
+	var b strings.Builder
+	b.WriteString("| id | measurement | baseline (same run) | median | spread (min–max) | pairs | target | verdict |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, r := range results {
+		if r.err != nil {
+			fmt.Fprintf(&b, "| %s | %s | %s | — | — | — | %s | error: %s |\n", r.m.ID, r.m.Name, r.m.Baseline, r.m.Target, strings.ReplaceAll(r.err.Error(), "|", "/"))
+			continue
+		}
+		lo, hi := r.spread()
+		fmt.Fprintf(&b, "| %s | %s | %s | %s | %s – %s | %d | %s | %s |\n",
+			r.m.ID, r.m.Name, r.m.Baseline, r.format(r.median()), r.format(lo), r.format(hi), len(r.samples), r.m.Target, r.verdict())
+	}
+	return b.String()
+}
+
+func atMost(limit float64) func(float64) bool  { return func(v float64) bool { return v <= limit } }
+func atLeast(limit float64) func(float64) bool { return func(v float64) bool { return v >= limit } }
