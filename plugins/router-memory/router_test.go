@@ -58,6 +58,7 @@ func TestConfigureDiagnostics(t *testing.T) {
 		{`{"penalty": "lots"}`, "penalty"},
 		{`{"half_life": "0s"}`, "half_life"},
 		{`{"max_suppress": "5s"}`, "max_suppress"},
+		{`{"penalty": 2000}`, "suppress"},
 		{`{"strategy": "most"}`, "strategy"},
 		{`{"routes": ["greeter"]}`, "routes"},
 		{`{"stratgy": "all"}`, "stratgy"},

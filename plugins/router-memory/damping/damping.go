@@ -11,13 +11,17 @@
 // state. Once the penalty decays to Reuse, or MaxSuppress after suppression
 // began, that latest state is released to be advertised; it is never lost.
 //
-// A restart — a withdrawal followed within RestartWindow by the route
-// coming back — is charged a fraction of a flap (RestartShare of Penalty,
-// and never more than half of Suppress), so one restart can never suppress
-// a route whose history is clean, nor one that merely restarts now and then.
-// The charges still add up: a service that crash-loops, restarting every few
-// seconds, is suppressed like any other flapping route instead of causing an
-// advert storm.
+// A restart (the route withdrawn and back a moment later) is a flap like
+// any other; there is no discount that could let charges slip away. Instead
+// Validate requires Suppress > Penalty, so a single flap — one restart — can
+// never suppress a route with a clean history. Restarts now and then stay
+// below Suppress too: flaps T apart never add up past
+// Penalty/(1-2^(-T/HalfLife)), 1333 for the defaults and a restart every
+// 30 s. A crash loop or a service flapping every second adds up past
+// Suppress within a few flaps.
+//
+// History is forgotten once the penalty decays below half of Reuse or of
+// Penalty, whichever is lower, so a fresh charge always outlives a half-life.
 //
 // All times come from an injected clock. A Damper is not safe for
 // concurrent use; its owner serialises calls.
@@ -31,17 +35,6 @@ import (
 	"time"
 
 	"github.com/microhost/microhost/sdk"
-)
-
-const (
-	// RestartWindow is how soon a route must come back after a withdrawal
-	// for the pair to count as a restart rather than a flap.
-	RestartWindow = time.Second
-	// RestartShare is the fraction of Penalty a restart is charged.
-	RestartShare = 0.25
-	// restartCap bounds a restart's charge to this fraction of Suppress,
-	// whatever the knobs, so that a single restart cannot suppress.
-	restartCap = 0.5
 )
 
 // Config holds the damping knobs.
@@ -73,7 +66,8 @@ func (c Config) Validate() error {
 	bad := func(field, format string, args ...any) {
 		errs = append(errs, &FieldError{Field: field, Msg: fmt.Sprintf(format, args...)})
 	}
-	if !(c.Penalty > 0) || math.IsInf(c.Penalty, 0) {
+	penaltyOK := c.Penalty > 0 && !math.IsInf(c.Penalty, 0)
+	if !penaltyOK {
 		bad("penalty", "must be a positive number, got %v", c.Penalty)
 	}
 	if c.HalfLife <= 0 {
@@ -81,6 +75,8 @@ func (c Config) Validate() error {
 	}
 	if !(c.Suppress > 0) || math.IsInf(c.Suppress, 0) {
 		bad("suppress", "must be a positive number, got %v", c.Suppress)
+	} else if penaltyOK && c.Suppress <= c.Penalty {
+		bad("suppress", "must exceed penalty (%v), got %v: one restart (a single withdrawal) must never suppress a route", c.Penalty, c.Suppress)
 	}
 	if !(c.Reuse > 0) {
 		bad("reuse", "must be a positive number, got %v", c.Reuse)
@@ -104,24 +100,18 @@ func (c Config) ceiling() float64 {
 }
 
 // forgetBelow is the penalty under which an unsuppressed entry's history is
-// dropped (RFC 2439: half the reuse threshold).
-func (c Config) forgetBelow() float64 { return c.Reuse / 2 }
+// dropped: half the reuse threshold (RFC 2439), or half a flap's charge if
+// that is lower, so that a fresh charge is never forgotten at once.
+func (c Config) forgetBelow() float64 { return min(c.Reuse, c.Penalty) / 2 }
 
 type entry struct {
 	route      sdk.Route // latest state
-	up         bool      // the latest state is an announcement
 	held       bool      // up, suppressed, and not yet advertised
 	penalty    float64   // as of updated
 	updated    time.Time
 	flaps      int
 	suppressed bool
 	since      time.Time // when suppression began
-
-	// What the last withdrawal changed, so that a restart can undo it.
-	downAt        time.Time // when; zero once the route is back
-	penaltyPre    float64   // penalty just before it was charged
-	suppressedPre bool
-	sincePre      time.Time
 }
 
 // Damper tracks the flap history of routes, keyed by sdk.Route.Hash.
@@ -188,9 +178,8 @@ func (d *Damper) Apply(ev sdk.Event) bool {
 			d.entries[h] = e
 		}
 		wasSuppressed := e.suppressed
-		e.route, e.up, e.held = ev.Route, false, false
-		e.downAt, e.penaltyPre, e.suppressedPre, e.sincePre = now, d.decayed(e, now), e.suppressed, e.since
-		e.penalty = min(e.penaltyPre+d.cfg.Penalty, d.cfg.ceiling())
+		e.route, e.held = ev.Route, false
+		e.penalty = min(d.decayed(e, now)+d.cfg.Penalty, d.cfg.ceiling())
 		e.updated = now
 		e.flaps++
 		if !e.suppressed && e.penalty >= d.cfg.Suppress {
@@ -202,11 +191,7 @@ func (d *Damper) Apply(ev sdk.Event) bool {
 		if e == nil {
 			return true
 		}
-		if !e.downAt.IsZero() && now.Sub(e.downAt) < RestartWindow {
-			d.restart(h, e)
-		}
-		e.downAt = time.Time{}
-		e.route, e.up = ev.Route, true
+		e.route = ev.Route
 		if e.suppressed {
 			e.held = true
 			return false
@@ -216,32 +201,13 @@ func (d *Damper) Apply(ev sdk.Event) bool {
 	return true
 }
 
-// restart turns the flap charged at the last withdrawal into a restart: the
-// penalty becomes what it would have been had the withdrawal been charged
-// a restart's share, and suppression is decided again on that penalty.
-func (d *Damper) restart(h uint64, e *entry) {
-	charge := min(d.cfg.Penalty*RestartShare, d.cfg.Suppress*restartCap)
-	e.penalty = min(e.penaltyPre+charge, d.cfg.ceiling())
-	e.updated = e.downAt
-	e.flaps--
-	e.suppressed, e.since = e.suppressedPre, e.sincePre
-	if !e.suppressed && e.penalty >= d.cfg.Suppress {
-		e.suppressed, e.since = true, e.downAt
-	}
-	d.schedule(h, e)
-}
-
 // due is when e next needs attention: its release if suppressed, else when
 // its history may be forgotten.
 func (d *Damper) due(e *entry) time.Time {
 	if e.suppressed {
 		return earliest(d.reuseAt(e), e.since.Add(d.cfg.MaxSuppress))
 	}
-	t := d.crossing(e, d.cfg.forgetBelow())
-	if restartEnds := e.downAt.Add(RestartWindow); !e.downAt.IsZero() && restartEnds.After(t) {
-		t = restartEnds
-	}
-	return t
+	return d.crossing(e, d.cfg.forgetBelow())
 }
 
 func earliest(a, b time.Time) time.Time {

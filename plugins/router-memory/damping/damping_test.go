@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,80 +71,133 @@ func TestDecayIsClosedFormAndIndependentOfPolling(t *testing.T) {
 	}
 }
 
-func TestRestartIsNeverSuppressed(t *testing.T) {
+// flap withdraws r, brings it back after downFor and waits upFor, calling
+// Release along the way as the engine's ticks do. It reports whether the
+// withdrawal and the announcement passed.
+func flap(d *Damper, c *clock, r sdk.Route, downFor, upFor time.Duration) (downPassed, upPassed bool) {
+	downPassed = down(d, r)
+	d.Release()
+	c.advance(downFor)
+	d.Release()
+	upPassed = up(d, r)
+	c.advance(upFor)
+	d.Release()
+	return downPassed, upPassed
+}
+
+func TestSingleRestartIsNotSuppressed(t *testing.T) {
 	d, c := newDamper(t)
 	r := svc("greeter")
-	// One real flap a while ago, then restarts a minute apart.
-	down(d, r)
-	c.advance(5 * time.Second)
-	up(d, r)
-	for range 10 {
-		c.advance(time.Minute)
-		if !down(d, r) {
-			t.Fatal("withdrawal was held")
-		}
-		c.advance(500 * time.Millisecond)
-		if !up(d, r) {
-			t.Fatal("the route coming back 0.5 s after going down (a restart) was suppressed")
-		}
+	if down, up := flap(d, c, r, 200*time.Millisecond, 0); !down || !up {
+		t.Fatalf("restart on a clean route: withdrawal passed %v, announcement passed %v; want both", down, up)
 	}
-	// Back-to-back restarts from a clean history, each charged a quarter.
-	fresh := svc("fresh")
-	for i := range 3 {
-		before, _ := penalty(t, d, fresh)
-		down(d, fresh)
-		c.advance(900 * time.Millisecond)
-		if !up(d, fresh) {
-			t.Fatalf("restart %d was suppressed", i+1)
-		}
-		p, _ := penalty(t, d, fresh)
-		if want := (before + 250) * math.Exp2(-0.9/15); !near(p, want) {
-			t.Fatalf("after restart %d: penalty %.2f, want %.2f", i+1, p, want)
-		}
-		c.advance(100 * time.Millisecond)
+	// The restart is charged a full flap, and the charge is kept.
+	p, s := penalty(t, d, r)
+	if want := 1000 * math.Exp2(-0.2/15); s || !near(p, want) {
+		t.Fatalf("after a restart: penalty %.2f suppressed %v; want %.2f, not suppressed", p, s, want)
 	}
 }
 
-// A crash loop — restarting every two seconds — is damped all the same.
-func TestCrashLoopIsSuppressed(t *testing.T) {
-	d, c := newDamper(t)
-	r := svc("crashy")
-	restarts := 0
-	for up(d, r) {
-		if restarts++; restarts > 50 {
-			t.Fatal("a service restarting every 2 s was never suppressed")
-		}
-		c.advance(1500 * time.Millisecond)
-		down(d, r)
-		c.advance(500 * time.Millisecond)
-	}
-	// 250 per restart, 2 s apart: after n restarts 250·(1-q^n)/(1-q) with
-	// q = 2^(-2/15): 1977 after 13, 2053 after 14.
-	if restarts != 14 {
-		t.Fatalf("suppressed after %d restarts, want 14", restarts)
-	}
-	c.advance(DefaultConfig().MaxSuppress)
-	if got := d.Release(); len(got) != 1 {
-		t.Fatalf("released %v, want the crash-looping route once it settled", got)
-	}
-}
-
+// The regression: sub-second downs (restarts back to back) must add up.
 func TestFourRapidFlapsAreSuppressed(t *testing.T) {
-	d, c := newDamper(t)
-	r := svc("greeter")
-	var passed []bool
-	for range 4 {
+	for _, tc := range []struct {
+		name           string
+		downFor, upFor time.Duration
+		second         float64 // penalty at the second withdrawal
+	}{
+		{"down 1.5s up 1.5s", 1500 * time.Millisecond, 1500 * time.Millisecond, 1000*math.Exp2(-3.0/15) + 1000},
+		{"restarts: down 0.5s up 0.5s", 500 * time.Millisecond, 500 * time.Millisecond, 1000*math.Exp2(-1.0/15) + 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, c := newDamper(t)
+			r := svc("greeter")
+			var passed []bool
+			for i := range 4 {
+				_, ok := flap(d, c, r, tc.downFor, 0)
+				passed = append(passed, ok)
+				if i == 1 { // every charge was kept
+					want := tc.second * math.Exp2(-tc.downFor.Seconds()/15)
+					if p, _ := penalty(t, d, r); !near(p, want) {
+						t.Fatalf("penalty %.2f after the second flap, want %.2f", p, want)
+					}
+				}
+				c.advance(tc.upFor)
+				d.Release()
+			}
+			// The third withdrawal takes the penalty past 2000.
+			if fmt.Sprint(passed) != "[true true false false]" {
+				t.Fatalf("announcements passed: %v, want the third and fourth held", passed)
+			}
+			if _, s := penalty(t, d, r); !s {
+				t.Fatal("route not suppressed after four rapid flaps")
+			}
+		})
+	}
+}
+
+// A service that restarts now and then is never suppressed; one that
+// restarts every few seconds is, and comes back once it settles.
+func TestPeriodicRestarts(t *testing.T) {
+	t.Run("every 30s never suppressed", func(t *testing.T) {
+		d, c := newDamper(t)
+		r := svc("greeter")
+		for i := range 200 { // 100 simulated minutes
+			if down, up := flap(d, c, r, 500*time.Millisecond, 29500*time.Millisecond); !down || !up {
+				t.Fatalf("restart %d: withdrawal passed %v, announcement passed %v", i+1, down, up)
+			}
+		}
 		down(d, r)
-		c.advance(1500 * time.Millisecond) // longer than a restart
-		passed = append(passed, up(d, r))
-		c.advance(1500 * time.Millisecond)
+		// Even kept forever the charges would settle at 1000/(1-2^-2) =
+		// 1333 < 2000; in fact 30 s decays the 1333 to 333, below reuse/2,
+		// so the history is forgotten and each restart starts clean.
+		if p, s := penalty(t, d, r); s || !near(p, 1000) {
+			t.Fatalf("penalty %.2f suppressed %v; want 1000 (history forgotten between restarts), not suppressed", p, s)
+		}
+	})
+	t.Run("every 5s suppressed", func(t *testing.T) {
+		d, c := newDamper(t)
+		r := svc("crashy")
+		var held []bool
+		for range 3 {
+			_, ok := flap(d, c, r, 500*time.Millisecond, 4500*time.Millisecond)
+			held = append(held, !ok)
+		}
+		// 1000, 1793.7, 2423.7: suppressed at the third restart.
+		if fmt.Sprint(held) != "[false false true]" {
+			t.Fatalf("held: %v", held)
+		}
+		c.advance(DefaultConfig().MaxSuppress)
+		if got := d.Release(); len(got) != 1 {
+			t.Fatalf("released %v, want the restarting route once it settled", got)
+		}
+	})
+}
+
+// However small the penalty, a fresh charge outlives the next Release, so
+// charges add up.
+func TestSmallPenaltyIsNotForgottenAtOnce(t *testing.T) {
+	cfg := DefaultConfig()
+	cfg.Penalty = 300 // below reuse/2
+	c := &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	d, err := New(cfg, c.now)
+	if err != nil {
+		t.Fatal(err)
 	}
-	// 1000; 1000·2^(-3/15)+1000 = 1870.6; ·2^(-3/15)+1000 = 2628.5 ≥ 2000.
-	if fmt.Sprint(passed) != "[true true false false]" {
-		t.Fatalf("announcements passed: %v, want the third and fourth held", passed)
+	r := svc("greeter")
+	flaps := 0
+	for {
+		_, ok := flap(d, c, r, 500*time.Millisecond, 500*time.Millisecond)
+		flaps++
+		if !ok {
+			break
+		}
+		if flaps > 20 {
+			t.Fatal("a route flapping every second with penalty 300 was never suppressed")
+		}
 	}
-	if _, s := penalty(t, d, r); !s {
-		t.Fatal("route not suppressed after four rapid flaps")
+	// 300·(1-q^n)/(1-q) with q = 2^(-1/15) reaches 2000 at the eighth flap.
+	if flaps != 8 {
+		t.Fatalf("suppressed at flap %d, want 8", flaps)
 	}
 }
 
@@ -327,6 +381,19 @@ func TestValidate(t *testing.T) {
 	short.MaxSuppress = 10 * time.Second // ceiling 750·2^(2/3) = 1190 < 2000
 	if err := short.Validate(); !errors.As(err, &fe) || fe.Field != "max_suppress" {
 		t.Fatalf("short max_suppress: got %v", err)
+	}
+	for _, suppress := range []float64{1000, 900} {
+		oneFlap := DefaultConfig()
+		oneFlap.Suppress, oneFlap.Reuse = suppress, 500
+		err := oneFlap.Validate()
+		if !errors.As(err, &fe) || fe.Field != "suppress" || !strings.Contains(fe.Msg, "one restart") {
+			t.Fatalf("suppress %v with penalty 1000: got %v, want a suppress error saying one restart must not suppress", suppress, err)
+		}
+	}
+	nan := DefaultConfig()
+	nan.Penalty = math.NaN()
+	if err := nan.Validate(); !errors.As(err, &fe) || fe.Field != "penalty" || strings.Contains(err.Error(), "suppress:") {
+		t.Fatalf("NaN penalty: got %v, want a penalty error only", err)
 	}
 	if err := DefaultConfig().Validate(); err != nil {
 		t.Fatal(err)

@@ -446,8 +446,10 @@ func TestTwoNodes(t *testing.T) {
 }
 
 // flapAdverts counts the adverts and route events a flapping service causes
-// in 10 minutes of simulated time: down 1.5 s, up 1 s, over and over.
-func flapAdverts(t *testing.T, damp *damping.Config) (adverts, events int, finalUp bool) {
+// in 10 minutes of simulated time (down for downFor, up for upFor, over and
+// over), and reports whether the last event advertised was the route coming
+// back up once the flapping stopped.
+func flapAdverts(t *testing.T, damp *damping.Config, downFor, upFor time.Duration) (adverts, events int, finalUp bool) {
 	c := newClock()
 	e := newEngine(t, c, "a", func(cfg *Config) {
 		cfg.Damping = damp
@@ -474,9 +476,9 @@ func flapAdverts(t *testing.T, damp *damping.Config) (adverts, events int, final
 	mustApply(t, e, svc)
 	for c.now().Before(time.Date(2026, 1, 1, 0, 10, 0, 0, time.UTC)) {
 		mustApply(t, e, down)
-		step(c, 1500*time.Millisecond, e)
+		step(c, downFor, e)
 		mustApply(t, e, svc)
-		step(c, time.Second, e)
+		step(c, upFor, e)
 		count()
 	}
 	step(c, 2*time.Minute, e) // quiet: the suppressed route comes back
@@ -485,29 +487,75 @@ func flapAdverts(t *testing.T, damp *damping.Config) (adverts, events int, final
 }
 
 func TestFlappingServiceIsDamped(t *testing.T) {
-	undampedAdverts, undampedEvents, _ := flapAdverts(t, nil)
-	cfg := damping.DefaultConfig()
-	dampedAdverts, dampedEvents, up := flapAdverts(t, &cfg)
-	t.Logf("adverts: undamped %d, damped %d; route events: undamped %d, damped %d",
-		undampedAdverts, dampedAdverts, undampedEvents, dampedEvents)
-	if dampedAdverts*10 > undampedAdverts || dampedEvents*10 > undampedEvents {
-		t.Fatal("damped adverts are more than 10% of undamped ones")
+	for _, tc := range []struct {
+		name           string
+		downFor, upFor time.Duration
+	}{
+		{"down 1.5s up 1s", 1500 * time.Millisecond, time.Second},
+		{"1 Hz restarts: down 0.5s up 0.5s", 500 * time.Millisecond, 500 * time.Millisecond},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			undampedAdverts, undampedEvents, _ := flapAdverts(t, nil, tc.downFor, tc.upFor)
+			cfg := damping.DefaultConfig()
+			dampedAdverts, dampedEvents, up := flapAdverts(t, &cfg, tc.downFor, tc.upFor)
+			t.Logf("adverts: undamped %d, damped %d; route events: undamped %d, damped %d",
+				undampedAdverts, dampedAdverts, undampedEvents, dampedEvents)
+			if cycles := int(10 * time.Minute / (tc.downFor + tc.upFor)); undampedAdverts < cycles {
+				t.Fatalf("setup: only %d undamped adverts in %d flaps", undampedAdverts, cycles)
+			}
+			if dampedAdverts*10 > undampedAdverts || dampedEvents*10 > undampedEvents {
+				t.Fatal("damped adverts are more than 10% of undamped ones")
+			}
+			if !up {
+				t.Fatal("after the flapping stopped the route's latest state (up) was not advertised")
+			}
+		})
 	}
-	if !up {
-		t.Fatal("after the flapping stopped the route's latest state (up) was not advertised")
+}
+
+// routeEvents lists the types of the route events in ads.
+func routeEvents(ads []*sdk.Advert) []sdk.EventType {
+	var out []sdk.EventType
+	for _, a := range ads {
+		for _, ev := range a.Events {
+			out = append(out, ev.Type)
+		}
 	}
+	return out
 }
 
 func TestRestartDoesNotSuppress(t *testing.T) {
 	c := newClock()
 	cfg := damping.DefaultConfig()
-	e := newEngine(t, c, "a", func(c *Config) { c.Damping = &cfg })
+	e := newEngine(t, c, "a", func(c *Config) {
+		c.Damping = &cfg
+		c.FlushInterval = 50 * time.Millisecond
+	})
 	s := stream(t, e)
 	svc := service("greeter", "10.0.0.1:80")
 	down := svc
 	down.Type = sdk.Delete
 	mustApply(t, e, svc)
-	for range 5 { // five restarts, a minute apart, each 400 ms down
+	step(c, time.Second, e)
+	pending(t, s)
+
+	// One restart on a clean route: down and back 0.2 s later, both
+	// advertised; the withdrawal is charged a full flap, short of suppress.
+	mustApply(t, e, down)
+	step(c, 200*time.Millisecond, e)
+	if got := routeEvents(pending(t, s)); !slices.Equal(got, []sdk.EventType{sdk.Delete}) {
+		t.Fatalf("after the withdrawal advertised %v, want one delete", got)
+	}
+	mustApply(t, e, svc)
+	step(c, 200*time.Millisecond, e)
+	if got := routeEvents(pending(t, s)); !slices.Equal(got, []sdk.EventType{sdk.Create}) {
+		t.Fatalf("after the route came back advertised %v, want one create", got)
+	}
+	if st := e.Damping(); len(st) != 1 || st[0].Suppressed || st[0].Flaps != 1 || st[0].Penalty < 950 {
+		t.Fatalf("damping after one restart: %+v, want one flap of about 1000, not suppressed", st)
+	}
+
+	for range 5 { // five more restarts, a minute apart, each 400 ms down
 		step(c, time.Minute, e)
 		pending(t, s)
 		mustApply(t, e, down)
