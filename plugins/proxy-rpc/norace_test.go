@@ -1,0 +1,5 @@
+//go:build !race
+
+package proxyrpc_test
+
+const raceEnabled = false
