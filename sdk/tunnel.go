@@ -16,7 +16,8 @@ type Tunnel interface {
 	Links(ctx context.Context) ([]Link, error)
 	// Listen accepts sessions dialled to channel by peers.
 	Listen(ctx context.Context, channel string) (Listener, error)
-	// Dial opens a session on channel.
+	// Dial opens a session on channel. A unicast Dial to a channel no
+	// reachable peer listens on fails fast with an error wrapping ErrNotFound.
 	Dial(ctx context.Context, channel string, opts DialOptions) (Session, error)
 }
 
@@ -26,9 +27,11 @@ type Mode int
 const (
 	// Unicast reaches one link: DialOptions.Node, or the best link whose peer listens.
 	Unicast Mode = iota
-	// Multicast reaches every link whose peer listens on the channel.
+	// Multicast reaches every link whose peer listens on the channel. The
+	// links are worked out at each Send, so a long-lived session also
+	// reaches peers that come after the Dial; with none, a Send is a no-op.
 	Multicast
-	// Broadcast reaches every link.
+	// Broadcast reaches every link, likewise worked out at each Send.
 	Broadcast
 )
 

@@ -1,0 +1,5 @@
+//go:build race
+
+package quictun
+
+const raceEnabled = true
