@@ -112,6 +112,18 @@ func servePlugin(c Component, log hclog.Logger, test *plugin.ServeTestConfig) in
 	p := &GRPCPlugin{Impl: c}
 	if test == nil {
 		go exitWithParent(log, p)
+		// A SIGTERM sent to the whole process group (a terminal, timeout(1),
+		// systemd) must not kill the plugin before the host has drained it:
+		// the host stops its plugins itself, and exitWithParent covers a
+		// host that is gone. go-plugin already does the same for SIGINT.
+		term := make(chan os.Signal, 1)
+		signal.Notify(term, syscall.SIGTERM)
+		defer signal.Stop(term)
+		go func() {
+			for range term {
+				log.Debug("SIGTERM ignored: the host stops this plugin")
+			}
+		}()
 	}
 	if r, ok := c.(Reloader); ok {
 		hup := make(chan os.Signal, 1)
