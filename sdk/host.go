@@ -7,7 +7,8 @@ type Host interface {
 	// WatchServices streams the local registry: first one Create per
 	// registered instance, then changes.
 	WatchServices(ctx context.Context) (ServiceWatcher, error)
-	// WatchRoutes streams the routing table the same way (router Watch events).
+	// WatchRoutes streams the routing table as Router.Watch does: first a
+	// Resync holding every route, then each change.
 	WatchRoutes(ctx context.Context) (Watcher, error)
 	// Tunnel returns a client of the tunnel's session API on a direct local
 	// connection to the tunnel plugin: no byte of a session passes through the

@@ -16,7 +16,8 @@ type Router interface {
 	// Lookup returns the routes matching every non-empty field of q, lowest
 	// metric first, or an error wrapping ErrNotFound.
 	Lookup(ctx context.Context, q Query) ([]Route, error)
-	// Watch streams table changes.
+	// Watch streams the table: first a Resync event holding every route,
+	// then each change. A watcher that falls behind gets a Resync again.
 	Watch(ctx context.Context) (Watcher, error)
 	// Advertise streams the adverts this node sends to its peers.
 	Advertise(ctx context.Context) (AdvertStream, error)

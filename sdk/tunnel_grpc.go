@@ -139,18 +139,32 @@ func (s *tunnelServer) Session(stream grpc.BidiStreamingServer[pb.SessionFrame, 
 		return err
 	}
 
-	// Both halves run until each is closed; the call ends when both are, or
-	// at the first error.
+	// Both halves run until each is done; the call ends when both are, at
+	// the first error, or when the consumer closes the session.
 	errc := make(chan error, 2)
 	go func() { errc <- pumpToConsumer(ctx, sess, stream) }()
 	go func() { errc <- pumpToPeer(ctx, sess, stream) }()
+	var failure error
+	closed := false
 	for range 2 {
-		if err := <-errc; err != nil {
-			return toStatus(err)
+		err := <-errc
+		if errors.Is(err, errConsumerClosed) {
+			// Closing the session ends its Recv too: what that half says
+			// now is only the close echoing back.
+			closed = true
+			sess.Close()
+			continue
+		}
+		if err != nil && failure == nil && !closed {
+			failure = err
+			sess.Close() // unblocks the other half
 		}
 	}
-	return nil
+	return toStatus(failure)
 }
+
+// errConsumerClosed ends pumpToPeer when the consumer closed the session.
+var errConsumerClosed = errors.New("session closed by its consumer")
 
 func pumpToConsumer(ctx context.Context, sess Session, stream grpc.BidiStreamingServer[pb.SessionFrame, pb.SessionEvent]) error {
 	for {
@@ -167,6 +181,8 @@ func pumpToConsumer(ctx context.Context, sess Session, stream grpc.BidiStreaming
 	}
 }
 
+// pumpToPeer applies the consumer's frames in order, so that a close
+// frame takes effect only after every message before it was sent.
 func pumpToPeer(ctx context.Context, sess Session, stream grpc.BidiStreamingServer[pb.SessionFrame, pb.SessionEvent]) error {
 	for {
 		f, err := stream.Recv()
@@ -176,12 +192,19 @@ func pumpToPeer(ctx context.Context, sess Session, stream grpc.BidiStreamingServ
 		if err != nil {
 			return err
 		}
-		m := f.GetMessage()
-		if m == nil {
-			return status.Error(codes.InvalidArgument, "only message frames may follow the first frame of a session")
-		}
-		if err := sess.Send(ctx, &Message{Header: m.GetHeader(), Body: m.GetBody()}); err != nil {
-			return err
+		switch f := f.GetFrame().(type) {
+		case *pb.SessionFrame_Message:
+			if err := sess.Send(ctx, &Message{Header: f.Message.GetHeader(), Body: f.Message.GetBody()}); err != nil {
+				return err
+			}
+		case *pb.SessionFrame_CloseSend:
+			if err := sess.CloseSend(); err != nil {
+				return err
+			}
+		case *pb.SessionFrame_Close:
+			return errConsumerClosed
+		default:
+			return status.Error(codes.InvalidArgument, "only message, close_send and close frames may follow the first frame of a session")
 		}
 	}
 }
@@ -386,8 +409,17 @@ func (c *tunnelClient) openSession(ctx context.Context, first *pb.SessionFrame) 
 		cancel()
 		return nil, errors.New("tunnel session: the tunnel did not open the session")
 	}
-	return &sessionClient{info: info, stream: stream, cancel: cancel}, nil
+	sc := &sessionClient{
+		info: info, stream: stream, cancel: cancel,
+		events: make(chan *Message, sessionBuffer), ended: make(chan struct{}), closed: make(chan struct{}),
+	}
+	go sc.read()
+	return sc, nil
 }
+
+// sessionBuffer is how many received messages a session client holds
+// before gRPC's flow control pushes back on the tunnel.
+const sessionBuffer = 64
 
 type listenerClient struct {
 	client  *tunnelClient
@@ -416,11 +448,22 @@ func (l *listenerClient) Close() error {
 	return nil
 }
 
+// sessionClient is a session carried by a Session call. One goroutine
+// reads the call, so that Close can wait for the tunnel to finish the
+// session while a consumer may still be in Recv.
 type sessionClient struct {
 	info   *pb.SessionInfo
 	stream grpc.BidiStreamingClient[pb.SessionFrame, pb.SessionEvent]
 	cancel context.CancelFunc
-	sendMu sync.Mutex
+
+	events chan *Message // received messages; closed at the peer's EOF or the call's end
+	ended  chan struct{} // closed when the call has ended
+	endErr error         // why the call ended, set before ended is closed
+	closed chan struct{} // closed by Close
+	once   sync.Once
+
+	sendMu     sync.Mutex
+	sendClosed bool
 }
 
 func (s *sessionClient) ID() string      { return s.info.GetId() }
@@ -428,40 +471,113 @@ func (s *sessionClient) Channel() string { return s.info.GetChannel() }
 func (s *sessionClient) Mode() Mode      { return Mode(s.info.GetMode()) }
 func (s *sessionClient) Peer() string    { return s.info.GetPeer() }
 
-func (s *sessionClient) Send(_ context.Context, m *Message) error {
-	s.sendMu.Lock()
-	defer s.sendMu.Unlock()
-	err := s.stream.Send(&pb.SessionFrame{Frame: &pb.SessionFrame_Message{Message: &pb.Message{Header: m.Header, Body: m.Body}}})
+func (s *sessionClient) read() {
+	defer close(s.ended)
+	eof := false
+	defer func() {
+		if !eof {
+			close(s.events)
+		}
+	}()
+	for {
+		ev, err := s.stream.Recv()
+		if err != nil {
+			s.endErr = fromStatus(err)
+			return
+		}
+		switch e := ev.GetEvent().(type) {
+		case *pb.SessionEvent_Message:
+			select {
+			case s.events <- &Message{Header: e.Message.GetHeader(), Body: e.Message.GetBody()}:
+			case <-s.closed:
+			}
+		case *pb.SessionEvent_Eof:
+			if !eof {
+				eof = true
+				close(s.events)
+			}
+		}
+	}
+}
+
+func (s *sessionClient) send(f *pb.SessionFrame) error {
+	err := s.stream.Send(f)
 	if errors.Is(err, io.EOF) {
 		// The call ended; its status says why.
-		_, err = s.stream.Recv()
+		<-s.ended
+		if s.endErr != nil && !errors.Is(s.endErr, io.EOF) {
+			return s.endErr
+		}
+		return fmt.Errorf("tunnel session %s: %w", s.ID(), io.ErrClosedPipe)
 	}
 	return fromStatus(err)
 }
 
+func (s *sessionClient) Send(_ context.Context, m *Message) error {
+	s.sendMu.Lock()
+	defer s.sendMu.Unlock()
+	if s.sendClosed {
+		return fmt.Errorf("tunnel session %s: send side closed: %w", s.ID(), io.ErrClosedPipe)
+	}
+	return s.send(&pb.SessionFrame{Frame: &pb.SessionFrame_Message{Message: &pb.Message{Header: m.Header, Body: m.Body}}})
+}
+
+// Recv returns the next message, io.EOF after the peer's CloseSend, or
+// why the session ended. ctx bounds only this wait.
 func (s *sessionClient) Recv(ctx context.Context) (*Message, error) {
-	stop := context.AfterFunc(ctx, s.cancel)
-	defer stop()
-	ev, err := s.stream.Recv()
-	if err != nil {
-		return nil, fromStatus(err)
-	}
-	switch e := ev.GetEvent().(type) {
-	case *pb.SessionEvent_Message:
-		return &Message{Header: e.Message.GetHeader(), Body: e.Message.GetBody()}, nil
-	case *pb.SessionEvent_Eof:
+	select {
+	case m, ok := <-s.events:
+		if ok {
+			return m, nil
+		}
+		select {
+		case <-s.ended:
+			if s.endErr != nil && !errors.Is(s.endErr, io.EOF) {
+				return nil, s.endErr
+			}
+		default:
+		}
 		return nil, io.EOF
+	case <-s.closed:
+		return nil, fmt.Errorf("tunnel session %s: closed", s.ID())
+	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	return nil, errors.New("tunnel session: unexpected event from the tunnel")
 }
 
 func (s *sessionClient) CloseSend() error {
 	s.sendMu.Lock()
 	defer s.sendMu.Unlock()
-	return s.stream.CloseSend()
+	if s.sendClosed {
+		return nil
+	}
+	s.sendClosed = true
+	return s.send(&pb.SessionFrame{Frame: &pb.SessionFrame_CloseSend{CloseSend: true}})
 }
 
+// sessionCloseTimeout bounds how long Close waits for the tunnel to send
+// what the session queued before the call is cut.
+const sessionCloseTimeout = 5 * time.Second
+
+// Close ends the session after everything sent before it has reached the
+// tunnel, which still delivers it to the peer.
 func (s *sessionClient) Close() error {
-	s.cancel()
+	s.once.Do(func() {
+		close(s.closed)
+		s.sendMu.Lock()
+		s.sendClosed = true
+		err := s.stream.Send(&pb.SessionFrame{Frame: &pb.SessionFrame_Close{Close: true}})
+		if err == nil {
+			err = s.stream.CloseSend()
+		}
+		s.sendMu.Unlock()
+		if err == nil {
+			select {
+			case <-s.ended:
+			case <-time.After(sessionCloseTimeout):
+			}
+		}
+		s.cancel()
+	})
 	return nil
 }

@@ -23,7 +23,9 @@ import (
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 )
 
 // shutdownTimeout bounds a graceful stop of a node.
@@ -166,7 +168,15 @@ func runDemo(ctx context.Context, out io.Writer, log hclog.Logger, once bool) er
 	if err != nil {
 		return err
 	}
-	reply, err := callGreeter(ctx, proxyAddr)
+	// The proxy's route cache follows the router a moment later.
+	var reply *greeterpb.HelloReply
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		reply, err = callGreeter(ctx, proxyAddr)
+		if c := status.Code(err); (c != codes.NotFound && c != codes.Unavailable) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	if err != nil {
 		return fmt.Errorf("calling greeter through node-3: %w", err)
 	}

@@ -62,6 +62,8 @@ tls`, 1) + `proxy "rpc" {
 	var decoded struct {
 		S string            `json:"s"`
 		N float64           `json:"n"`
+		B bool              `json:"b"`
+		D string            `json:"d"`
 		L []string          `json:"l"`
 		M map[string]string `json:"m"`
 	}

@@ -420,8 +420,18 @@ func TestSolicitAnswersALargeTableInParts(t *testing.T) {
 	for i := range routes {
 		a.register(t, fmt.Sprintf("svc-%d", i), "10.0.0.1:80")
 	}
-	// Let a's router flush its adverts to nobody before b is linked.
-	eventually(t, "a advertised its routes", func() bool { return a.net.Stats().Sent["advert"] > 0 })
+	// Let a's router flush all its adverts to nobody before b is linked, so
+	// that b learns the whole table from the solicit answer: the count of
+	// adverts a sent must stay put for a while.
+	last, since := uint64(0), time.Now()
+	eventually(t, "a advertised all its routes", func() bool {
+		all, _ := a.router.List(context.Background())
+		if n := a.net.Stats().Sent["advert"]; n != last || len(all) != routes {
+			last, since = n, time.Now()
+			return false
+		}
+		return last > 0 && time.Since(since) > time.Second
+	})
 	link(t, f, "a", "b")
 	eventually(t, "b learned every route", func() bool {
 		all, _ := b.router.List(context.Background())

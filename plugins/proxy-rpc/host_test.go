@@ -64,9 +64,12 @@ func (h *testHost) WatchRoutes(ctx context.Context) (sdk.Watcher, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	w := &routeWatcher{wake: make(chan struct{}, 1)}
+	// Like a router, a watch starts with the whole table.
+	snap := []sdk.Route{}
 	for _, r := range h.routes {
-		w.push(sdk.Event{Type: sdk.Create, Route: r})
+		snap = append(snap, r)
 	}
+	w.push(sdk.Event{Type: sdk.Resync, Snapshot: snap})
 	h.watchers = append(h.watchers, w)
 	return w, nil
 }

@@ -30,10 +30,6 @@ import (
 // Channel is the tunnel channel proxies forward calls to each other on.
 const Channel = "proxy"
 
-// settleTime is the pause in route events after which a new watch is
-// taken to have replayed the table.
-const settleTime = 50 * time.Millisecond
-
 // Connection pool upkeep: a connection no route needs is closed after it
 // has been idle this long.
 const (
@@ -60,8 +56,8 @@ type node struct {
 	tunMu   sync.Mutex
 	tun     sdk.Tunnel
 	watchOK atomic.Bool
-	// loaded is closed once the first watch has replayed the table: no
-	// event came for settleTime after it opened or after its last event.
+	// loaded is closed once the first watch has delivered the table (its
+	// first event is a Resync holding every route).
 	loaded     chan struct{}
 	loadedOnce sync.Once
 	lastErr    atomic.Value // string: why the route watch is failing
@@ -201,11 +197,10 @@ func (n *node) dropTunnel(tun sdk.Tunnel) {
 }
 
 // watchRoutes keeps the route table current; a broken watch is started
-// again, and a new watch starts from an empty table because it replays
-// every route.
+// again, and its first event, a Resync, replaces the whole table.
 func (n *node) watchRoutes(ctx context.Context) {
 	wait := 100 * time.Millisecond
-	for watches := 0; ctx.Err() == nil; watches++ {
+	for ctx.Err() == nil {
 		w, err := n.host.WatchRoutes(ctx)
 		if err != nil {
 			n.watchFailed(ctx, "start", err)
@@ -215,18 +210,13 @@ func (n *node) watchRoutes(ctx context.Context) {
 			wait = nextWait(wait)
 			continue
 		}
-		if watches > 0 {
-			n.table.Replace(nil)
-		}
 		n.watchOK.Store(true)
 		wait = 100 * time.Millisecond
-		// A watch starts by replaying the table; it is in once the events
-		// pause.
-		settled := time.AfterFunc(settleTime, n.markLoaded)
+		// A watch starts with a Resync holding the whole table, which
+		// replaces whatever an earlier watch left.
 		for {
 			ev, err := w.Next(ctx)
 			if err != nil {
-				settled.Stop()
 				w.Stop()
 				n.watchFailed(ctx, "read", err)
 				break
@@ -234,7 +224,9 @@ func (n *node) watchRoutes(ctx context.Context) {
 			if err := n.table.Apply(ev); err != nil {
 				n.log.Warn("ignoring route event", "error", err)
 			}
-			settled.Reset(settleTime)
+			if ev.Type == sdk.Resync {
+				n.markLoaded()
+			}
 		}
 		if !sleep(ctx, wait) {
 			return

@@ -97,14 +97,21 @@ func TestLookupCombinationsAndOrder(t *testing.T) {
 
 func TestWatchEventsInOrder(t *testing.T) {
 	tb := New()
+	existing := route("existing", "10.0.0.9:80", "a", 1)
+	_ = tb.Create(existing)
 	w := tb.Watch()
 	defer w.Stop()
+	ctx := t.Context()
+	// A new watcher starts from the whole table.
+	ev, err := w.Next(ctx)
+	if err != nil || ev.Type != sdk.Resync || len(ev.Snapshot) != 1 || ev.Snapshot[0].Service != "existing" {
+		t.Fatalf("first event: %v %+v %v, want a resync of the table", ev.Type, ev.Snapshot, err)
+	}
 	r := route("greeter", "10.0.0.1:80", "a", 1)
 	_ = tb.Create(r)
 	r.Metric = 2
 	tb.Update(r)
 	_, _ = tb.Delete(r)
-	ctx := t.Context()
 	for _, want := range []sdk.EventType{sdk.Create, sdk.Update, sdk.Delete} {
 		ev, err := w.Next(ctx)
 		if err != nil {
@@ -160,6 +167,9 @@ func TestNextHonoursContext(t *testing.T) {
 	tb := New()
 	w := tb.Watch()
 	defer w.Stop()
+	if ev, err := w.Next(t.Context()); err != nil || ev.Type != sdk.Resync {
+		t.Fatalf("first event: %v %v", ev.Type, err)
+	}
 	ctx, cancel := context.WithCancel(t.Context())
 	cancel()
 	if _, err := w.Next(ctx); !errors.Is(err, context.Canceled) {

@@ -26,9 +26,11 @@ type Watcher struct {
 	resync bool
 }
 
-// Watch subscribes to table events from now on.
+// Watch subscribes to the table: the first event is a Resync holding the
+// whole table, then every change follows, so a new watcher knows exactly
+// when it has caught up.
 func (t *Table) Watch() *Watcher {
-	w := &Watcher{t: t, signal: make(chan struct{}, 1), done: make(chan struct{})}
+	w := &Watcher{t: t, signal: make(chan struct{}, 1), done: make(chan struct{}), resync: true}
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {

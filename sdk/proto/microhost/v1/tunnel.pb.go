@@ -558,6 +558,8 @@ type SessionFrame struct {
 	//	*SessionFrame_Dial
 	//	*SessionFrame_Accept
 	//	*SessionFrame_Message
+	//	*SessionFrame_CloseSend
+	//	*SessionFrame_Close
 	Frame         isSessionFrame_Frame `protobuf_oneof:"frame"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -627,6 +629,24 @@ func (x *SessionFrame) GetMessage() *Message {
 	return nil
 }
 
+func (x *SessionFrame) GetCloseSend() bool {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionFrame_CloseSend); ok {
+			return x.CloseSend
+		}
+	}
+	return false
+}
+
+func (x *SessionFrame) GetClose() bool {
+	if x != nil {
+		if x, ok := x.Frame.(*SessionFrame_Close); ok {
+			return x.Close
+		}
+	}
+	return false
+}
+
 type isSessionFrame_Frame interface {
 	isSessionFrame_Frame()
 }
@@ -644,11 +664,26 @@ type SessionFrame_Message struct {
 	Message *Message `protobuf:"bytes,3,opt,name=message,proto3,oneof"`
 }
 
+type SessionFrame_CloseSend struct {
+	// Close the session's sending half; replies still flow.
+	CloseSend bool `protobuf:"varint,4,opt,name=close_send,json=closeSend,proto3,oneof"`
+}
+
+type SessionFrame_Close struct {
+	// Close the session once everything before this frame is sent. The
+	// call ends when the tunnel has done so.
+	Close bool `protobuf:"varint,5,opt,name=close,proto3,oneof"`
+}
+
 func (*SessionFrame_Dial) isSessionFrame_Frame() {}
 
 func (*SessionFrame_Accept) isSessionFrame_Frame() {}
 
 func (*SessionFrame_Message) isSessionFrame_Frame() {}
+
+func (*SessionFrame_CloseSend) isSessionFrame_Frame() {}
+
+func (*SessionFrame_Close) isSessionFrame_Frame() {}
 
 type SessionEvent struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -844,11 +879,14 @@ const file_microhost_v1_tunnel_proto_rawDesc = "" +
 	"\x04body\x18\x02 \x01(\fR\x04body\x1a9\n" +
 	"\vHeaderEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x95\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
 	"\fSessionFrame\x12/\n" +
 	"\x04dial\x18\x01 \x01(\v2\x19.microhost.v1.DialRequestH\x00R\x04dial\x12\x18\n" +
 	"\x06accept\x18\x02 \x01(\tH\x00R\x06accept\x121\n" +
-	"\amessage\x18\x03 \x01(\v2\x15.microhost.v1.MessageH\x00R\amessageB\a\n" +
+	"\amessage\x18\x03 \x01(\v2\x15.microhost.v1.MessageH\x00R\amessage\x12\x1f\n" +
+	"\n" +
+	"close_send\x18\x04 \x01(\bH\x00R\tcloseSend\x12\x16\n" +
+	"\x05close\x18\x05 \x01(\bH\x00R\x05closeB\a\n" +
 	"\x05frame\"\x93\x01\n" +
 	"\fSessionEvent\x123\n" +
 	"\x06opened\x18\x01 \x01(\v2\x19.microhost.v1.SessionInfoH\x00R\x06opened\x121\n" +
@@ -940,6 +978,8 @@ func file_microhost_v1_tunnel_proto_init() {
 		(*SessionFrame_Dial)(nil),
 		(*SessionFrame_Accept)(nil),
 		(*SessionFrame_Message)(nil),
+		(*SessionFrame_CloseSend)(nil),
+		(*SessionFrame_Close)(nil),
 	}
 	file_microhost_v1_tunnel_proto_msgTypes[9].OneofWrappers = []any{
 		(*SessionEvent_Opened)(nil),
