@@ -39,12 +39,10 @@ func (f *configFlags) takeArgs(cmd *cobra.Command, args []string) error {
 // exitError.
 func (f *configFlags) load(cmd *cobra.Command) (*config.Config, map[string]json.RawMessage, error) {
 	cfg, diags := config.Load(f.path, f.vars)
-	var decoded map[string]json.RawMessage
-	if !diags.HasErrors() {
-		var more hcl.Diagnostics
-		decoded, more = node.DecodeComponents(cmd.Context(), cfg)
-		diags = append(diags, more...)
-	}
+	// Components that were read are checked even when other parts of the
+	// file are wrong, so that every error is reported at once.
+	decoded, more := node.DecodeComponents(cmd.Context(), cfg)
+	diags = append(diags, more...)
 	if len(diags) > 0 {
 		config.WriteDiagnostics(cmd.ErrOrStderr(), diags, cfg.Files)
 	}

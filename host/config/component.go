@@ -27,6 +27,9 @@ func (c *Config) DecodeComponents(schemaOf func(*Component) (sdk.Schema, error))
 	out := make(map[string]json.RawMessage)
 	var diags hcl.Diagnostics
 	for _, comp := range c.Components() {
+		if comp.Address != "" && !comp.HasConfig {
+			continue
+		}
 		schema, err := schemaOf(comp)
 		if err != nil {
 			rng := comp.Range("plugin")

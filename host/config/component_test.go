@@ -157,6 +157,11 @@ func TestDecodeComponents(t *testing.T) {
 	src := minimal + `resolver "consul" {}
 resolver "dns" {
   address = "127.0.0.1:7000"
+  config {}
+}
+resolver "dns" {
+  name    = "standalone"
+  address = "127.0.0.1:7001"
 }
 resolver "dns" {
   name = "other"
@@ -185,6 +190,11 @@ proxy "rpc" {
 	}
 	if want := []string{`Cannot load resolver "resolver-consul"@5`, `Cannot load resolver "resolver-dns"@7`}; !reflect.DeepEqual(got, want) {
 		t.Errorf("diagnostics = %q, want %q", got, want)
+	}
+	// A standalone instance without a config block keeps its own: it is
+	// neither checked nor given one.
+	if _, ok := configs["standalone"]; ok {
+		t.Errorf("the standalone instance without a config block got one: %s", configs["standalone"])
 	}
 	if string(configs["proxy-rpc"]) != `{"listen":"127.0.0.1:9091"}` || string(configs["other"]) != `{"name":"_m._udp.example.test"}` || len(configs) != 4 {
 		t.Errorf("configs = %s", configs)

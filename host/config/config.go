@@ -116,6 +116,10 @@ type Component struct {
 	Address string
 	// Config is the undecoded config { } body; see DecodeComponentConfig.
 	Config hcl.Body
+	// HasConfig says whether the block had a config { } block. A
+	// standalone instance (Address) without one keeps the configuration it
+	// was started with: the host neither checks nor sends one.
+	HasConfig bool
 	// ConfigRange is the config block's header, or the component's when the
 	// block was left out.
 	ConfigRange hcl.Range

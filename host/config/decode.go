@@ -279,6 +279,7 @@ func (d *decoder) component(kind sdk.Kind, block *hcl.Block) *Component {
 	if len(configs) > 0 {
 		c.Config = configs[0].Body
 		c.ConfigRange = configs[0].DefRange
+		c.HasConfig = true
 		d.single(configs)
 	}
 	return c

@@ -187,7 +187,10 @@ func (n *Node) startComponents(ctx context.Context, decoded map[string]json.RawM
 				Subject:  c.DeclRange.Ptr(),
 			}}}
 		}
-		diags := inst.Configure(ctx, sdk.ConfigureRequest{Config: decoded[c.Name], Node: n.node, Host: n})
+		var diags sdk.Diagnostics
+		if c.Address == "" || c.HasConfig {
+			diags = inst.Configure(ctx, sdk.ConfigureRequest{Config: decoded[c.Name], Node: n.node, Host: n})
+		}
 		if len(diags) > 0 {
 			hdiags := c.Diagnostics(diags)
 			if diags.HasErrors() {

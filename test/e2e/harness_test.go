@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -28,6 +29,7 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
+	certDir = filepath.Join(dir, "certs")
 	microhost = filepath.Join(dir, "microhost")
 	resolverFile = filepath.Join(dir, "resolver-file")
 	for bin, pkg := range map[string]string{microhost: "../../cmd/microhost", resolverFile: "../../examples/resolver-file"} {
@@ -103,15 +105,15 @@ router "memory" {
 		filepath.Join(certDir, "ca.pem"), filepath.Join(certDir, s.ID+".pem"), filepath.Join(certDir, s.ID+"-key.pem"), proxy, s.Extra)
 }
 
-// certDir holds the test network's CA and node certificates.
-var certDir string
+// certDir holds the test network's CA and node certificates, made once.
+var (
+	certDir string
+	caOnce  sync.Once
+)
 
 func issueCerts(t *testing.T, ids ...string) {
 	t.Helper()
-	if certDir == "" {
-		certDir = t.TempDir()
-		run(t, microhost, "ca", "init", "--dir", certDir)
-	}
+	caOnce.Do(func() { run(t, microhost, "ca", "init", "--dir", certDir) })
 	for _, id := range ids {
 		if _, err := os.Stat(filepath.Join(certDir, id+".pem")); err == nil {
 			continue
@@ -143,8 +145,8 @@ func startNode(t *testing.T, spec nodeSpec) *node {
 		t.Fatal(err)
 	}
 	n := &node{t: t, name: spec.ID, dir: dir, admin: "unix:" + filepath.Join(dir, "admin.sock")}
-	n.start(spec.Wrap, cfg)
 	t.Cleanup(n.stop)
+	n.start(spec.Wrap, cfg)
 	return n
 }
 
@@ -176,6 +178,9 @@ func (n *node) waitReady() {
 
 // stop stops the node gracefully (SIGTERM) and prints its log if the test failed.
 func (n *node) stop() {
+	if n.cmd == nil || n.cmd.Process == nil {
+		return
+	}
 	if n.cmd.ProcessState == nil {
 		n.cmd.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
