@@ -44,7 +44,6 @@ func Serve(newComponent func(hclog.Logger) Component) {
 //	describe                           info and config schema as JSON
 func Main(prog string, args []string, newComponent func(hclog.Logger) Component) int {
 	log := hclog.New(&hclog.LoggerOptions{
-		Name:       "plugin",
 		Level:      hclog.LevelFromString(envOr("MICROHOST_LOG_LEVEL", "info")),
 		Output:     os.Stderr,
 		JSONFormat: os.Getenv(Handshake.MagicCookieKey) == Handshake.MagicCookieValue,

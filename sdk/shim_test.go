@@ -298,3 +298,31 @@ func TestKindAndNotFoundCrossTheBoundary(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// What a consumer sends right before Close still reaches the peer: Close
+// travels in order behind the messages instead of cutting the call.
+func TestTunnelCloseDeliversWhatWasSent(t *testing.T) {
+	nodes := newFabric(t, "a", "b")
+	a := servePlugin(t, nodes["a"], sdk.KindTunnel).(sdk.Tunnel)
+	l, err := nodes["b"].Listen(t.Context(), "last-words")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for i := range 50 {
+		s, err := a.Dial(t.Context(), "last-words", sdk.DialOptions{Node: "b"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		send(t, s, "bye")
+		s.Close()
+		in, err := l.Accept(t.Context())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := recvBody(t, in); got != "bye" {
+			t.Fatalf("round %d: got %q", i, got)
+		}
+		in.Close()
+	}
+}

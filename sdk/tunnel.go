@@ -14,9 +14,11 @@ type Tunnel interface {
 	Disconnect(ctx context.Context, address string) error
 	// Links lists the current links with their measured metrics.
 	Links(ctx context.Context) ([]Link, error)
-	// Listen accepts sessions dialled to channel by peers.
+	// Listen accepts sessions dialled to channel by peers. The listener
+	// lives until Close; ctx bounds only the call.
 	Listen(ctx context.Context, channel string) (Listener, error)
-	// Dial opens a session on channel. A unicast Dial to a channel no
+	// Dial opens a session on channel; the session lives until Close, ctx
+	// bounds only the dial. A unicast Dial to a channel no
 	// reachable peer listens on fails fast with an error wrapping ErrNotFound.
 	Dial(ctx context.Context, channel string, opts DialOptions) (Session, error)
 }

@@ -361,11 +361,17 @@ func (c *tunnelClient) Links(ctx context.Context) ([]Link, error) {
 	return out, nil
 }
 
+// Listen opens the listener; like Dial, the listener outlives ctx, which
+// bounds only the wait for it to be in place.
 func (c *tunnelClient) Listen(ctx context.Context, channel string) (Listener, error) {
-	ctx, cancel := context.WithCancel(ctx)
-	stream, err := c.rpc.Listen(ctx, &pb.ListenRequest{Channel: channel})
+	lctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	stopWaiting := context.AfterFunc(ctx, cancel)
+	stream, err := c.rpc.Listen(lctx, &pb.ListenRequest{Channel: channel})
 	if err == nil {
 		_, err = stream.Recv() // the listener exists
+	}
+	if !stopWaiting() && ctx.Err() != nil {
+		err = ctx.Err()
 	}
 	if err != nil {
 		cancel()

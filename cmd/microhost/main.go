@@ -3,16 +3,23 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 
 	"github.com/microhost/microhost/cmd/microhost/cli"
+	"github.com/microhost/microhost/host/node"
 	"github.com/spf13/cobra"
 )
 
 func main() {
 	if err := rootCommand().Execute(); err != nil {
-		fmt.Fprintln(os.Stderr, "Error:", err)
+		var diags *node.DiagnosticsError
+		if errors.As(err, &diags) {
+			fmt.Fprintln(os.Stderr, err) // already says "Error:" with its place in the file
+		} else {
+			fmt.Fprintln(os.Stderr, "Error:", err)
+		}
 		os.Exit(exitCode(err))
 	}
 }

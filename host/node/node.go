@@ -122,7 +122,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	// The admin API serves first: standalone components call back into it
 	// while they are configured.
 	if n.admin, err = startAdmin(n, cfg.Node.Admin); err != nil {
-		return nil, err
+		return nil, n.argumentError(cfg.Node.Source, "admin", "Cannot serve the admin API", err)
 	}
 	socketDir, err := os.MkdirTemp("", "mh-")
 	if err != nil {
@@ -142,11 +142,18 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	}
 	if cfg.Node.HTTP != "" {
 		if n.httpSrv, err = startHTTP(n, cfg.Node.HTTP); err != nil {
-			return nil, err
+			return nil, n.argumentError(cfg.Node.Source, "http", "Cannot serve /metrics and /healthz", err)
 		}
 	}
 	n.log.Info("node running", "network", n.node.Network, "listen", n.node.Listen, "admin", n.admin.address)
 	return n, nil
+}
+
+// argumentError points err at the argument of the config that caused it.
+func (n *Node) argumentError(src config.Source, arg, summary string, err error) error {
+	return &DiagnosticsError{Files: n.cfg.Files, Diags: hcl.Diagnostics{{
+		Severity: hcl.DiagError, Summary: summary, Detail: err.Error(), Subject: src.Range(arg).Ptr(),
+	}}}
 }
 
 // nodeID is the configured id, else the one in the node's certificate.

@@ -66,7 +66,7 @@ func (r *Resolver) Configure(_ context.Context, req sdk.ConfigureRequest) sdk.Di
 	r.mu.Lock()
 	r.cfg, r.cached = cfg, nil
 	r.mu.Unlock()
-	r.log.Debug("configured", "name", cfg.name, "srv", cfg.srv, "servers", cfg.servers, "timeout", cfg.timeout)
+	r.log.Debug("configured", "name", cfg.name, "srv", cfg.srv, "servers", cfg.servers, "timeout", cfg.timeout.String())
 	return diags
 }
 
@@ -115,7 +115,7 @@ func (r *Resolver) Resolve(ctx context.Context, network string) ([]sdk.Node, err
 	if err != nil {
 		r.log.Warn("some SRV targets did not resolve; using the rest", "name", cfg.name, "error", err)
 	}
-	r.log.Debug("resolved", "network", network, "name", cfg.name, "records", len(ans.records), "ttl", ans.ttl)
+	r.log.Debug("resolved", "network", network, "name", cfg.name, "records", len(ans.records), "ttl", ans.ttl.String())
 	r.store(cfg, ans)
 	return r.order(ans), nil
 }

@@ -71,7 +71,7 @@ func (r *Resolver) Configure(_ context.Context, req sdk.ConfigureRequest) sdk.Di
 	if old != nil {
 		old.CloseIdleConnections()
 	}
-	r.log.Debug("configured", "url", cfg.url.String(), "timeout", cfg.timeout, "max_body", cfg.maxBody)
+	r.log.Debug("configured", "url", cfg.url.String(), "timeout", cfg.timeout.String(), "max_body", cfg.maxBody)
 	return diags
 }
 

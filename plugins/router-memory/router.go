@@ -96,9 +96,9 @@ func (r *Router) Configure(ctx context.Context, req sdk.ConfigureRequest) sdk.Di
 	if req.Host != nil {
 		r.wg.Go(func() { r.watchRegistry(runCtx, req.Host, eng, static) })
 	}
-	r.log.Info("router configured", "node", s.engine.NodeID, "strategy", eng.Config().Strategy,
-		"flush_interval", eng.Config().FlushInterval, "sync_interval", eng.Config().SyncInterval,
-		"route_ttl", eng.Config().RouteTTL, "damping", s.engine.Damping != nil, "static_routes", len(s.static))
+	r.log.Info("router configured", "strategy", eng.Config().Strategy,
+		"flush_interval", eng.Config().FlushInterval.String(), "sync_interval", eng.Config().SyncInterval.String(),
+		"route_ttl", eng.Config().RouteTTL.String(), "damping", s.engine.Damping != nil, "static_routes", len(s.static))
 	return diags
 }
 
