@@ -114,7 +114,8 @@ func AdvertFromPB(a *pb.Advert) *Advert {
 	}
 }
 
-func linkToPB(l Link) *pb.Link {
+// LinkToPB converts a link to its wire form.
+func LinkToPB(l Link) *pb.Link {
 	return &pb.Link{
 		Id: l.ID, Peer: l.Peer, Address: l.Address, Outbound: l.Outbound, State: string(l.State),
 		Rtt: durationpb.New(l.RTT), BytesIn: l.BytesIn, BytesOut: l.BytesOut, Errors: l.Errors,
@@ -122,7 +123,8 @@ func linkToPB(l Link) *pb.Link {
 	}
 }
 
-func linkFromPB(l *pb.Link) Link {
+// LinkFromPB converts a link from its wire form.
+func LinkFromPB(l *pb.Link) Link {
 	return Link{
 		ID: l.GetId(), Peer: l.GetPeer(), Address: l.GetAddress(), Outbound: l.GetOutbound(),
 		State: LinkState(l.GetState()), RTT: durationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
@@ -130,11 +132,13 @@ func linkFromPB(l *pb.Link) Link {
 	}
 }
 
-func serviceToPB(s Service) *pb.Service {
+// ServiceToPB converts a service to its wire form.
+func ServiceToPB(s Service) *pb.Service {
 	return &pb.Service{Name: s.Name, Address: s.Address, Endpoints: s.Endpoints, Metadata: s.Metadata}
 }
 
-func serviceFromPB(s *pb.Service) Service {
+// ServiceFromPB converts a service from its wire form.
+func ServiceFromPB(s *pb.Service) Service {
 	return Service{Name: s.GetName(), Address: s.GetAddress(), Endpoints: s.GetEndpoints(), Metadata: s.GetMetadata()}
 }
 
@@ -192,4 +196,33 @@ func schemaFromPB(s *pb.SchemaResponse) Schema {
 		})
 	}
 	return out
+}
+
+// QueryToPB converts a route query to its wire form.
+func QueryToPB(q Query) *pb.Query {
+	return &pb.Query{Service: q.Service, Address: q.Address, Gateway: q.Gateway, Network: q.Network, Router: q.Router, Link: q.Link}
+}
+
+// QueryFromPB converts a route query from its wire form.
+func QueryFromPB(q *pb.Query) Query {
+	return Query{
+		Service: q.GetService(), Address: q.GetAddress(), Gateway: q.GetGateway(),
+		Network: q.GetNetwork(), Router: q.GetRouter(), Link: q.GetLink(),
+	}
+}
+
+// DampingToPB converts a route's damping state to its wire form.
+func DampingToPB(d DampingState) *pb.DampingState {
+	return &pb.DampingState{
+		Route: RouteToPB(d.Route), Penalty: d.Penalty, Flaps: int32(d.Flaps),
+		Suppressed: d.Suppressed, Since: timeToPB(d.Since),
+	}
+}
+
+// DampingFromPB converts a route's damping state from its wire form.
+func DampingFromPB(d *pb.DampingState) DampingState {
+	return DampingState{
+		Route: RouteFromPB(d.GetRoute()), Penalty: d.GetPenalty(), Flaps: int(d.GetFlaps()),
+		Suppressed: d.GetSuppressed(), Since: timeFromPB(d.GetSince()),
+	}
 }

@@ -30,7 +30,7 @@ func (s *HostServer) WatchServices(_ *pb.HostEmpty, stream grpc.ServerStreamingS
 	}
 	defer w.Stop()
 	return forward(stream.Context(), w.Next, func(e ServiceEvent) *pb.ServiceEvent {
-		return &pb.ServiceEvent{Type: pb.EventType(e.Type), Service: serviceToPB(e.Service)}
+		return &pb.ServiceEvent{Type: pb.EventType(e.Type), Service: ServiceToPB(e.Service)}
 	}, stream.Send)
 }
 
@@ -84,7 +84,7 @@ func (c *hostClient) WatchServices(ctx context.Context) (ServiceWatcher, error) 
 	return openStream(ctx, func(ctx context.Context) (grpc.ServerStreamingClient[pb.ServiceEvent], error) {
 		return c.rpc.WatchServices(ctx, &pb.HostEmpty{})
 	}, func(e *pb.ServiceEvent) ServiceEvent {
-		return ServiceEvent{Type: EventType(e.GetType()), Service: serviceFromPB(e.GetService())}
+		return ServiceEvent{Type: EventType(e.GetType()), Service: ServiceFromPB(e.GetService())}
 	})
 }
 

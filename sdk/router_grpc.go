@@ -33,10 +33,7 @@ func (s *routerServer) List(ctx context.Context, _ *pb.RouterEmpty) (*pb.Routes,
 }
 
 func (s *routerServer) Lookup(ctx context.Context, q *pb.Query) (*pb.Routes, error) {
-	routes, err := s.impl.Lookup(ctx, Query{
-		Service: q.GetService(), Address: q.GetAddress(), Gateway: q.GetGateway(),
-		Network: q.GetNetwork(), Router: q.GetRouter(), Link: q.GetLink(),
-	})
+	routes, err := s.impl.Lookup(ctx, QueryFromPB(q))
 	if err != nil {
 		return nil, toStatus(err)
 	}
@@ -80,10 +77,7 @@ func (s *routerServer) Damping(ctx context.Context, _ *pb.RouterEmpty) (*pb.Damp
 	}
 	out := &pb.DampingStates{}
 	for _, d := range states {
-		out.States = append(out.States, &pb.DampingState{
-			Route: RouteToPB(d.Route), Penalty: d.Penalty, Flaps: int32(d.Flaps),
-			Suppressed: d.Suppressed, Since: timeToPB(d.Since),
-		})
+		out.States = append(out.States, DampingToPB(d))
 	}
 	return out, nil
 }
@@ -130,10 +124,7 @@ func (c *routerClient) List(ctx context.Context) ([]Route, error) {
 }
 
 func (c *routerClient) Lookup(ctx context.Context, q Query) ([]Route, error) {
-	res, err := c.rpc.Lookup(ctx, &pb.Query{
-		Service: q.Service, Address: q.Address, Gateway: q.Gateway,
-		Network: q.Network, Router: q.Router, Link: q.Link,
-	})
+	res, err := c.rpc.Lookup(ctx, QueryToPB(q))
 	if err != nil {
 		return nil, fromStatus(err)
 	}
@@ -172,10 +163,7 @@ func (c *routerClient) Damping(ctx context.Context) ([]DampingState, error) {
 	}
 	var out []DampingState
 	for _, d := range res.GetStates() {
-		out = append(out, DampingState{
-			Route: RouteFromPB(d.GetRoute()), Penalty: d.GetPenalty(), Flaps: int(d.GetFlaps()),
-			Suppressed: d.GetSuppressed(), Since: timeFromPB(d.GetSince()),
-		})
+		out = append(out, DampingFromPB(d))
 	}
 	return out, nil
 }

@@ -58,7 +58,7 @@ func (s *tunnelServer) Links(ctx context.Context, _ *pb.TunnelEmpty) (*pb.LinkLi
 	}
 	out := &pb.LinkList{}
 	for _, l := range links {
-		out.Links = append(out.Links, linkToPB(l))
+		out.Links = append(out.Links, LinkToPB(l))
 	}
 	return out, nil
 }
@@ -356,7 +356,7 @@ func (c *tunnelClient) Links(ctx context.Context) ([]Link, error) {
 	}
 	var out []Link
 	for _, l := range res.GetLinks() {
-		out = append(out, linkFromPB(l))
+		out = append(out, LinkFromPB(l))
 	}
 	return out, nil
 }

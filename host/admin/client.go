@@ -112,7 +112,7 @@ func (c *Client) Graph(ctx context.Context) (Graph, error) {
 
 // Routes returns the routes matching q; none is an empty list, not an error.
 func (c *Client) Routes(ctx context.Context, q sdk.Query) ([]sdk.Route, error) {
-	resp, err := c.rpc.Routes(ctx, &adminpb.RoutesRequest{Query: queryToPB(q)})
+	resp, err := c.rpc.Routes(ctx, &adminpb.RoutesRequest{Query: sdk.QueryToPB(q)})
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
@@ -124,7 +124,7 @@ func (c *Client) Links(ctx context.Context) ([]sdk.Link, error) {
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
-	return convertAll(resp.GetLinks(), linkFromPB), nil
+	return convertAll(resp.GetLinks(), sdk.LinkFromPB), nil
 }
 
 func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
@@ -136,7 +136,7 @@ func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
 }
 
 func (c *Client) Register(ctx context.Context, svc sdk.Service, ttl time.Duration) error {
-	_, err := c.rpc.Register(ctx, &adminpb.RegisterRequest{Service: serviceToPB(svc), Ttl: durationToPB(ttl)})
+	_, err := c.rpc.Register(ctx, &adminpb.RegisterRequest{Service: sdk.ServiceToPB(svc), Ttl: durationToPB(ttl)})
 	if err != nil {
 		return c.fromStatus(err)
 	}
@@ -172,7 +172,7 @@ func (c *Client) Damping(ctx context.Context) ([]sdk.DampingState, error) {
 	if err != nil {
 		return nil, c.fromStatus(err)
 	}
-	return convertAll(resp.GetStates(), dampingFromPB), nil
+	return convertAll(resp.GetStates(), sdk.DampingFromPB), nil
 }
 
 func (c *Client) ProxyAddress(ctx context.Context) (string, error) {

@@ -6,7 +6,6 @@ import (
 	"github.com/microhost/microhost/host/admin/adminpb"
 	"github.com/microhost/microhost/host/registry"
 	"github.com/microhost/microhost/sdk"
-	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 )
@@ -66,51 +65,16 @@ func edgeFromPB(e *adminpb.Edge) Edge {
 	return Edge{From: e.GetFrom(), To: e.GetTo(), Metric: e.GetMetric()}
 }
 
-func queryToPB(q sdk.Query) *pb.Query {
-	return &pb.Query{Service: q.Service, Address: q.Address, Gateway: q.Gateway, Network: q.Network, Router: q.Router, Link: q.Link}
-}
-
-func queryFromPB(q *pb.Query) sdk.Query {
-	return sdk.Query{
-		Service: q.GetService(), Address: q.GetAddress(), Gateway: q.GetGateway(),
-		Network: q.GetNetwork(), Router: q.GetRouter(), Link: q.GetLink(),
-	}
-}
-
-func linkToPB(l sdk.Link) *pb.Link {
-	return &pb.Link{
-		Id: l.ID, Peer: l.Peer, Address: l.Address, Outbound: l.Outbound, State: string(l.State),
-		Rtt: durationToPB(l.RTT), BytesIn: l.BytesIn, BytesOut: l.BytesOut, Errors: l.Errors,
-		Drops: l.Drops, Channels: l.Channels,
-	}
-}
-
-func linkFromPB(l *pb.Link) sdk.Link {
-	return sdk.Link{
-		ID: l.GetId(), Peer: l.GetPeer(), Address: l.GetAddress(), Outbound: l.GetOutbound(),
-		State: sdk.LinkState(l.GetState()), RTT: durationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
-		BytesOut: l.GetBytesOut(), Errors: l.GetErrors(), Drops: l.GetDrops(), Channels: l.GetChannels(),
-	}
-}
-
-func serviceToPB(s sdk.Service) *pb.Service {
-	return &pb.Service{Name: s.Name, Address: s.Address, Endpoints: s.Endpoints, Metadata: s.Metadata}
-}
-
-func serviceFromPB(s *pb.Service) sdk.Service {
-	return sdk.Service{Name: s.GetName(), Address: s.GetAddress(), Endpoints: s.GetEndpoints(), Metadata: s.GetMetadata()}
-}
-
 func serviceInfoToPB(s ServiceInfo) *adminpb.ServiceInfo {
 	return &adminpb.ServiceInfo{
-		Service: serviceToPB(s.Service), Source: string(s.Source), Ttl: durationToPB(s.TTL),
+		Service: sdk.ServiceToPB(s.Service), Source: string(s.Source), Ttl: durationToPB(s.TTL),
 		Expires: timeToPB(s.Expires), Health: string(s.Health), LastError: s.LastError,
 	}
 }
 
 func serviceInfoFromPB(s *adminpb.ServiceInfo) ServiceInfo {
 	return ServiceInfo{
-		Service: serviceFromPB(s.GetService()), Source: registry.Source(s.GetSource()),
+		Service: sdk.ServiceFromPB(s.GetService()), Source: registry.Source(s.GetSource()),
 		TTL: durationFromPB(s.GetTtl()), Expires: timeFromPB(s.GetExpires()),
 		Health: registry.Health(s.GetHealth()), LastError: s.GetLastError(),
 	}
@@ -128,19 +92,5 @@ func pluginFromPB(p *adminpb.PluginStatus) PluginStatus {
 		Name: p.GetName(), Kind: sdk.Kind(p.GetKind()), Type: p.GetType(), PID: int(p.GetPid()),
 		Address: p.GetAddress(), State: p.GetState(), Restarts: int(p.GetRestarts()),
 		LastError: p.GetLastError(), Since: timeFromPB(p.GetSince()),
-	}
-}
-
-func dampingToPB(d sdk.DampingState) *pb.DampingState {
-	return &pb.DampingState{
-		Route: sdk.RouteToPB(d.Route), Penalty: d.Penalty, Flaps: int32(d.Flaps),
-		Suppressed: d.Suppressed, Since: timeToPB(d.Since),
-	}
-}
-
-func dampingFromPB(d *pb.DampingState) sdk.DampingState {
-	return sdk.DampingState{
-		Route: sdk.RouteFromPB(d.GetRoute()), Penalty: d.GetPenalty(), Flaps: int(d.GetFlaps()),
-		Suppressed: d.GetSuppressed(), Since: timeFromPB(d.GetSince()),
 	}
 }

@@ -55,7 +55,7 @@ func (s *server) Graph(ctx context.Context, _ *adminpb.GraphRequest) (*adminpb.G
 }
 
 func (s *server) Routes(ctx context.Context, req *adminpb.RoutesRequest) (*adminpb.RoutesResponse, error) {
-	routes, err := s.node.Routes(ctx, queryFromPB(req.GetQuery()))
+	routes, err := s.node.Routes(ctx, sdk.QueryFromPB(req.GetQuery()))
 	if err != nil && !errors.Is(err, sdk.ErrNotFound) { // no match is an empty list
 		return nil, toStatus(err)
 	}
@@ -67,7 +67,7 @@ func (s *server) Connections(ctx context.Context, _ *adminpb.ConnectionsRequest)
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminpb.ConnectionsResponse{Links: convertAll(links, linkToPB)}, nil
+	return &adminpb.ConnectionsResponse{Links: convertAll(links, sdk.LinkToPB)}, nil
 }
 
 func (s *server) Services(ctx context.Context, _ *adminpb.ServicesRequest) (*adminpb.ServicesResponse, error) {
@@ -79,7 +79,7 @@ func (s *server) Services(ctx context.Context, _ *adminpb.ServicesRequest) (*adm
 }
 
 func (s *server) Register(ctx context.Context, req *adminpb.RegisterRequest) (*adminpb.RegisterResponse, error) {
-	svc, ttl := serviceFromPB(req.GetService()), durationFromPB(req.GetTtl())
+	svc, ttl := sdk.ServiceFromPB(req.GetService()), durationFromPB(req.GetTtl())
 	if err := registry.Validate(svc, ttl); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
@@ -122,7 +122,7 @@ func (s *server) Damping(ctx context.Context, _ *adminpb.DampingRequest) (*admin
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	return &adminpb.DampingResponse{States: convertAll(states, dampingToPB)}, nil
+	return &adminpb.DampingResponse{States: convertAll(states, sdk.DampingToPB)}, nil
 }
 
 func (s *server) ProxyAddress(ctx context.Context, _ *adminpb.ProxyAddressRequest) (*adminpb.ProxyAddressResponse, error) {
