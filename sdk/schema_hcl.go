@@ -3,6 +3,7 @@ package sdk
 import (
 	"encoding/json"
 	"fmt"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/hcl/v2"
@@ -15,7 +16,7 @@ import (
 // string that must also parse with time.ParseDuration.
 func (t Type) ctyType() (cty.Type, bool) {
 	switch t {
-	case TypeString, TypeDuration:
+	case TypeString, TypeDuration, TypePath:
 		return cty.String, true
 	case TypeNumber:
 		return cty.Number, true
@@ -33,9 +34,10 @@ func (t Type) ctyType() (cty.Type, bool) {
 // the JSON object Configure expects, holding the arguments that were set
 // (durations stay strings such as "30s"). Every problem is reported at
 // once at the argument it is about; unknown arguments get hcl's "Did you
-// mean" suggestion. The host decodes its file's blocks with it, and a
-// standalone component its own config file.
-func (s Schema) Decode(body hcl.Body, ctx *hcl.EvalContext) (json.RawMessage, hcl.Diagnostics) {
+// mean" suggestion. Relative paths (TypePath) are made absolute against
+// baseDir. The host decodes its file's blocks with it, and a standalone
+// component its own config file.
+func (s Schema) Decode(body hcl.Body, ctx *hcl.EvalContext, baseDir string) (json.RawMessage, hcl.Diagnostics) {
 	if body == nil {
 		body = hcl.EmptyBody()
 	}
@@ -103,6 +105,9 @@ func (s Schema) Decode(body hcl.Body, ctx *hcl.EvalContext) (json.RawMessage, hc
 				})
 				continue
 			}
+		}
+		if a.Type == TypePath && val.AsString() != "" && !filepath.IsAbs(val.AsString()) {
+			val = cty.StringVal(filepath.Join(baseDir, val.AsString()))
 		}
 		raw, err := ctyjson.Marshal(val, ty)
 		if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -243,7 +244,7 @@ func LoadStandalone(parser *hclparse.Parser, path string, schema Schema) (Config
 		req.Node.TLS = TLSConfig{CA: t.CA, Cert: t.Cert, Key: t.Key, Insecure: t.Insecure}
 	}
 	if cfg.Config != nil {
-		raw, diags := schema.Decode(cfg.Config.Body, nil)
+		raw, diags := schema.Decode(cfg.Config.Body, nil, filepath.Dir(path))
 		if diags.HasErrors() {
 			return ConfigureRequest{}, "", diags
 		}

@@ -38,7 +38,7 @@ func (r *fileResolver) Info() sdk.Info {
 
 func (r *fileResolver) Schema() sdk.Schema {
 	return sdk.Schema{Attributes: []sdk.Attribute{{
-		Name: "path", Type: sdk.TypeString, Required: true,
+		Name: "path", Type: sdk.TypePath, Required: true,
 		Description: `file listing the peers: JSON {"nodes":[...]} or one "host:port [priority]" per line`,
 	}}}
 }

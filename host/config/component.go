@@ -12,8 +12,8 @@ import (
 // DecodeComponentConfig validates a component's config { } body against the
 // schema its plugin published (see sdk.Schema.Decode), with the diagnostics
 // sorted by position.
-func DecodeComponentConfig(body hcl.Body, schema sdk.Schema, ctx *hcl.EvalContext) (json.RawMessage, hcl.Diagnostics) {
-	raw, diags := schema.Decode(body, ctx)
+func DecodeComponentConfig(body hcl.Body, schema sdk.Schema, ctx *hcl.EvalContext, baseDir string) (json.RawMessage, hcl.Diagnostics) {
+	raw, diags := schema.Decode(body, ctx, baseDir)
 	sortDiagnostics(diags)
 	return raw, diags
 }
@@ -44,7 +44,7 @@ func (c *Config) DecodeComponents(schemaOf func(*Component) (sdk.Schema, error))
 			})
 			continue
 		}
-		raw, cdiags := DecodeComponentConfig(comp.Config, schema, c.EvalContext)
+		raw, cdiags := DecodeComponentConfig(comp.Config, schema, c.EvalContext, c.Dir)
 		diags = append(diags, cdiags...)
 		if !cdiags.HasErrors() {
 			out[comp.Name] = raw

@@ -50,7 +50,7 @@ tls`, 1) + `proxy "rpc" {
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, allTypes, cfg.EvalContext)
+	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, allTypes, cfg.EvalContext, "")
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
@@ -74,11 +74,11 @@ tls`, 1) + `proxy "rpc" {
 
 func TestDecodeComponentConfigEmpty(t *testing.T) {
 	cfg := proxyConfig(t, "")
-	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, allTypes, cfg.EvalContext)
+	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, allTypes, cfg.EvalContext, "")
 	if diags.HasErrors() || string(raw) != "{}" {
 		t.Errorf("got %s, %v", raw, diags)
 	}
-	raw, diags = DecodeComponentConfig(nil, sdk.Schema{}, nil)
+	raw, diags = DecodeComponentConfig(nil, sdk.Schema{}, nil, "")
 	if diags.HasErrors() || string(raw) != "{}" {
 		t.Errorf("nil body: got %s, %v", raw, diags)
 	}
@@ -96,7 +96,7 @@ func TestDecodeComponentConfigErrors(t *testing.T) {
     listn   = 1
     nested {}
   }`)
-	_, diags := DecodeComponentConfig(cfg.Proxy.Config, schema, cfg.EvalContext)
+	_, diags := DecodeComponentConfig(cfg.Proxy.Config, schema, cfg.EvalContext, "")
 	var got []string
 	for _, d := range diags {
 		got = append(got, d.Summary)
@@ -116,7 +116,7 @@ func TestDecodeComponentConfigErrors(t *testing.T) {
 func TestRequiredArgumentWithoutConfigBlock(t *testing.T) {
 	cfg := proxyConfig(t, "")
 	schema := sdk.Schema{Attributes: []sdk.Attribute{{Name: "listen", Type: sdk.TypeString, Required: true}}}
-	_, diags := DecodeComponentConfig(cfg.Proxy.Config, schema, cfg.EvalContext)
+	_, diags := DecodeComponentConfig(cfg.Proxy.Config, schema, cfg.EvalContext, "")
 	if len(diags) != 1 || diags[0].Subject == nil || diags[0].Subject.Start.Line != 5 || diags[0].Subject.Filename != "p.hcl" {
 		t.Fatalf("want one error at the proxy block (p.hcl line 5), got %v", diags)
 	}
@@ -198,5 +198,27 @@ proxy "rpc" {
 	}
 	if string(configs["proxy-rpc"]) != `{"listen":"127.0.0.1:9091"}` || string(configs["other"]) != `{"name":"_m._udp.example.test"}` || len(configs) != 4 {
 		t.Errorf("configs = %s", configs)
+	}
+}
+
+// A relative path in a config { } block means the same file wherever the
+// plugin process runs: it is resolved against the config file's directory.
+func TestPathArgumentsResolveAgainstTheConfigFile(t *testing.T) {
+	schema := sdk.Schema{Attributes: []sdk.Attribute{{Name: "rel", Type: sdk.TypePath}, {Name: "abs", Type: sdk.TypePath}}}
+	cfg, diags := Parse([]byte(minimal+`proxy "rpc" {
+  config {
+    rel = "certs/proxy.pem"
+    abs = "/etc/proxy.pem"
+  }
+}`), "/srv/microhost/node.hcl", nil)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, schema, cfg.EvalContext, cfg.Dir)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if want := `{"abs":"/etc/proxy.pem","rel":"/srv/microhost/certs/proxy.pem"}`; string(raw) != want {
+		t.Errorf("got %s, want %s", raw, want)
 	}
 }

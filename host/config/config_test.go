@@ -65,7 +65,7 @@ func TestExampleConfigLoads(t *testing.T) {
 	if !cfg.TLS.Insecure || cfg.Tunnel.Name != "tunnel-quic" || cfg.Router.Name != "router-memory" || cfg.Proxy.Name != "proxy-rpc" {
 		t.Errorf("components: tls=%+v tunnel=%+v router=%+v proxy=%+v", cfg.TLS, cfg.Tunnel, cfg.Router, cfg.Proxy)
 	}
-	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, testSchemas["proxy-rpc"], cfg.EvalContext)
+	raw, diags := DecodeComponentConfig(cfg.Proxy.Config, testSchemas["proxy-rpc"], cfg.EvalContext, "")
 	if diags.HasErrors() || string(raw) != `{"listen":"127.0.0.1:9090"}` {
 		t.Errorf("proxy config = %s, %v", raw, diags)
 	}
@@ -304,7 +304,7 @@ func TestJSONSyntax(t *testing.T) {
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}
-	raw, diags := DecodeComponentConfig(cfg.Resolvers[0].Config, testSchemas["resolver-dns"], cfg.EvalContext)
+	raw, diags := DecodeComponentConfig(cfg.Resolvers[0].Config, testSchemas["resolver-dns"], cfg.EvalContext, "")
 	if diags.HasErrors() {
 		t.Fatal(diags.Error())
 	}

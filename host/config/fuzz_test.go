@@ -36,7 +36,7 @@ func FuzzParse(f *testing.F) {
 			if s, ok := testSchemas[c.Builtin()]; ok {
 				schema = s
 			}
-			_, cdiags := DecodeComponentConfig(c.Config, schema, cfg.EvalContext)
+			_, cdiags := DecodeComponentConfig(c.Config, schema, cfg.EvalContext, "")
 			diags = append(diags, cdiags...)
 			_ = c.Diagnostics(nil)
 			_ = AttributeRange(c.Config, "name")

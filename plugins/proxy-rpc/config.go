@@ -36,8 +36,8 @@ type settings struct {
 func schema() sdk.Schema {
 	return sdk.Schema{Attributes: []sdk.Attribute{
 		{Name: "listen", Type: sdk.TypeString, Default: DefaultListen, Description: "host:port gRPC clients connect to"},
-		{Name: "tls_cert", Type: sdk.TypeString, Description: "PEM certificate file; with tls_key, serve clients over TLS instead of plaintext"},
-		{Name: "tls_key", Type: sdk.TypeString, Description: "PEM private key file of tls_cert"},
+		{Name: "tls_cert", Type: sdk.TypePath, Description: "PEM certificate file; with tls_key, serve clients over TLS instead of plaintext"},
+		{Name: "tls_key", Type: sdk.TypePath, Description: "PEM private key file of tls_cert"},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxMessageSize), Description: "largest message in bytes the proxy receives or sends"},
 		{Name: "max_hops", Type: sdk.TypeNumber, Default: fmt.Sprint(forward.DefaultMaxHops), Description: "most nodes a call may be forwarded through; stops routing loops"},
 	}}

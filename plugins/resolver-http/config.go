@@ -24,7 +24,7 @@ var schema = sdk.Schema{Attributes: []sdk.Attribute{
 		Description: "limit on the whole request, body included"},
 	{Name: "max_body", Type: sdk.TypeNumber, Default: "1048576",
 		Description: "largest answer accepted, in bytes"},
-	{Name: "ca", Type: sdk.TypeString,
+	{Name: "ca", Type: sdk.TypePath,
 		Description: "PEM file of the CA certificates trusted for an https url (default: the system's)"},
 	{Name: "insecure_skip_verify", Type: sdk.TypeBool, Default: "false",
 		Description: "accept any server certificate (testing only)"},

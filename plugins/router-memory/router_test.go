@@ -266,7 +266,7 @@ routes         = ["greeter=10.0.0.5:9000"]
 	}
 	r := New(nil)
 	defer r.Close()
-	raw, diags := r.Schema().Decode(f.Body, nil)
+	raw, diags := r.Schema().Decode(f.Body, nil, "")
 	if diags.HasErrors() {
 		t.Fatal(diags)
 	}
