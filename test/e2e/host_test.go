@@ -11,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/microhost/microhost/sdk"
 )
 
 func TestValidateReportsEveryErrorWithItsLine(t *testing.T) {
@@ -189,4 +191,44 @@ resolver "file" {
 		out, err := a.cliErr("network", "connections", "--json")
 		return err == nil && strings.Contains(out, `"b"`)
 	})
+}
+
+// SIGHUP makes the tunnel read its certificate again without dropping links.
+func TestSighupReloadsCertificatesWithoutDroppingLinks(t *testing.T) {
+	bAddr := freeUDP(t, "127.0.0.1")
+	startNode(t, nodeSpec{ID: "b", Listen: bAddr})
+	a := startNode(t, nodeSpec{ID: "reloader", Listen: freeUDP(t, "127.0.0.1"), Peers: []string{bAddr}})
+	var before sdk.Link
+	waitFor(t, 15*time.Second, "reloader links to b", func() bool {
+		for _, l := range a.links() {
+			if l.Peer == "b" && l.State == sdk.LinkUp {
+				before = l
+				return true
+			}
+		}
+		return false
+	})
+	// A new certificate for the same node id, as a renewal would bring.
+	for _, f := range []string{"reloader.pem", "reloader-key.pem"} {
+		if err := os.Remove(filepath.Join(certDir, f)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	run(t, microhost, "ca", "issue", "--dir", certDir, "--id", "reloader", "--ip", "127.0.0.1")
+	if err := a.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the tunnel logs the reload", func() bool {
+		b, _ := os.ReadFile(filepath.Join(a.dir, "node.log"))
+		return strings.Contains(string(b), "certificates reloaded")
+	})
+	for _, l := range a.links() {
+		if l.Peer == "b" {
+			if l.ID != before.ID || l.State != sdk.LinkUp {
+				t.Fatalf("the link to b changed on reload: before %+v, after %+v", before, l)
+			}
+			return
+		}
+	}
+	t.Fatal("the link to b is gone after the reload")
 }
