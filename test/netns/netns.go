@@ -13,19 +13,26 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 )
 
 // Lab is a set of hosts. Host i (1-based) has address 10.77.<pair>.<i> on
-// its link to each other host and 10.78.0.<i+1> on the management bridge,
-// whose own side is 10.78.0.1.
+// its link to each other host (inside the namespaces, so labs never clash)
+// and 10.78.<lab>.<i+1> on the management bridge, whose own side, in the
+// test's namespace, is Gateway (10.78.<lab>.1): every lab alive at once on
+// the machine gets its own <lab>.
 type Lab struct {
-	t      testing.TB
-	prefix string
-	Hosts  []*Host
+	t       testing.TB
+	prefix  string
+	subnet  int
+	Gateway string
+	Hosts   []*Host
 }
 
 // Host is one network namespace.
@@ -36,9 +43,6 @@ type Host struct {
 	// Mgmt is the host's address on the management bridge.
 	Mgmt string
 }
-
-// MgmtGateway is the address of the test's own namespace on the bridge.
-const MgmtGateway = "10.78.0.1"
 
 // Available says why namespaces cannot be made here, or nil.
 func Available() error {
@@ -65,12 +69,16 @@ func New(t testing.TB, n int) *Lab {
 	}
 	l := &Lab{t: t, prefix: "mh" + randomHex(2)}
 	t.Cleanup(l.destroy)
+	unlock := lockLabs(t)
+	defer unlock()
+	l.subnet = freeSubnet(t)
+	l.Gateway = fmt.Sprintf("10.78.%d.1", l.subnet)
 	bridge := l.prefix + "br"
 	l.run("ip", "link", "add", bridge, "type", "bridge")
-	l.run("ip", "addr", "add", MgmtGateway+"/24", "dev", bridge)
+	l.run("ip", "addr", "add", l.Gateway+"/24", "dev", bridge)
 	l.run("ip", "link", "set", bridge, "up")
 	for i := 1; i <= n; i++ {
-		h := &Host{lab: l, Index: i, NS: fmt.Sprintf("%s-h%d", l.prefix, i), Mgmt: fmt.Sprintf("10.78.0.%d", i+1)}
+		h := &Host{lab: l, Index: i, NS: fmt.Sprintf("%s-h%d", l.prefix, i), Mgmt: fmt.Sprintf("10.78.%d.%d", l.subnet, i+1)}
 		l.Hosts = append(l.Hosts, h)
 		l.run("ip", "netns", "add", h.NS)
 		l.run("ip", "-n", h.NS, "link", "set", "lo", "up")
@@ -135,6 +143,46 @@ func (l *Lab) destroy() {
 		exec.Command("ip", "netns", "del", h.NS).Run()
 	}
 	exec.Command("ip", "link", "del", l.prefix+"br").Run()
+}
+
+// lockLabs serialises making labs across test processes (go test runs
+// packages in parallel), so that two labs never pick the same subnet.
+func lockLabs(t testing.TB) func() {
+	f, err := os.OpenFile(filepath.Join(os.TempDir(), "microhost-netns.lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return func() {
+		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+		f.Close()
+	}
+}
+
+// freeSubnet picks a 10.78.<n>.0/24 that no interface here uses.
+func freeSubnet(t testing.TB) int {
+	used := map[int]bool{}
+	addrs, err := net.InterfaceAddrs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range addrs {
+		if ip, ok := a.(*net.IPNet); ok {
+			if v4 := ip.IP.To4(); v4 != nil && v4[0] == 10 && v4[1] == 78 {
+				used[int(v4[2])] = true
+			}
+		}
+	}
+	for n := 1; n < 255; n++ {
+		if !used[n] {
+			return n
+		}
+	}
+	t.Fatal("no free 10.78.x.0/24 subnet for a management bridge")
+	return 0
 }
 
 func randomHex(n int) string {

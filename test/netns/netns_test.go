@@ -16,7 +16,7 @@ func TestLabLinksAndCut(t *testing.T) {
 	if !ping(1, l.Hosts[2].LinkAddr(1)) {
 		t.Fatal("host 1 cannot reach host 3 over their link")
 	}
-	if !ping(1, MgmtGateway) {
+	if !ping(1, l.Gateway) {
 		t.Fatal("host 1 cannot reach the management bridge")
 	}
 	l.Cut(1, 3)
@@ -30,7 +30,7 @@ func TestLabLinksAndCut(t *testing.T) {
 	if !ping(1, l.Hosts[2].LinkAddr(1)) {
 		t.Fatal("host 1 does not reach host 3 after mending")
 	}
-	if !strings.HasPrefix(l.Hosts[2].Mgmt, "10.78.0.") {
+	if !strings.HasPrefix(l.Hosts[2].Mgmt, strings.TrimSuffix(l.Gateway, "1")) {
 		t.Fatal(l.Hosts[2].Mgmt)
 	}
 }
