@@ -5,7 +5,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"syscall"
 	"time"
 
 	"github.com/microhost/microhost/host/supervisor"
@@ -13,8 +12,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
-
-const sighup = syscall.SIGHUP
 
 // startHTTP serves /metrics (Prometheus) and /healthz on addr.
 func startHTTP(n *Node, addr string) (*http.Server, error) {

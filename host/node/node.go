@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -322,7 +323,7 @@ func (n *Node) AdminAddress() string { return n.admin.address }
 // re-reads its certificates without dropping links.
 func (n *Node) Reload() {
 	for _, inst := range n.sup.Instances() {
-		if err := inst.Signal(sighup); err != nil {
+		if err := inst.Signal(syscall.SIGHUP); err != nil {
 			n.log.Warn("cannot signal plugin", "plugin", inst.Spec().Name, "error", err)
 		}
 	}
