@@ -23,6 +23,7 @@ import (
 	"github.com/microhost/microhost/sdk"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
 // Spec says how to run one component instance.
@@ -63,8 +64,14 @@ type Options struct {
 	Reattach map[string]*plugin.ReattachConfig
 	// MinBackoff and MaxBackoff bound the delay between restarts.
 	MinBackoff, MaxBackoff time.Duration
-	// PollInterval is how often a plugin's liveness is checked.
+	// PollInterval is how often a plugin process is checked for having exited.
 	PollInterval time.Duration
+	// HealthInterval is how often a plugin process is asked, over gRPC,
+	// whether it still answers; one that misses HealthFailures answers in a
+	// row (each within HealthTimeout) is hung, and is killed and restarted.
+	HealthInterval time.Duration
+	HealthTimeout  time.Duration
+	HealthFailures int
 }
 
 // Supervisor runs component instances.
@@ -96,6 +103,15 @@ func New(opts Options) (*Supervisor, error) {
 	}
 	if opts.PollInterval == 0 {
 		opts.PollInterval = 200 * time.Millisecond
+	}
+	if opts.HealthInterval == 0 {
+		opts.HealthInterval = 2 * time.Second
+	}
+	if opts.HealthTimeout == 0 {
+		opts.HealthTimeout = time.Second
+	}
+	if opts.HealthFailures == 0 {
+		opts.HealthFailures = 3
 	}
 	if opts.SocketDir == "" {
 		dir, err := os.MkdirTemp("", "mh-")
@@ -305,13 +321,15 @@ func (i *Instance) checkKind(ctx context.Context) error {
 	return err
 }
 
-// watch restarts the plugin when its process dies, with backoff, and
-// re-applies its configuration.
+// watch restarts the plugin when its process dies or hangs, with backoff,
+// and re-applies its configuration.
 func (i *Instance) watch() {
 	defer close(i.stopped)
 	backoff := i.sup.opts.MinBackoff
 	tick := time.NewTicker(i.sup.opts.PollInterval)
 	defer tick.Stop()
+	nextHealth := time.Now().Add(i.sup.opts.HealthInterval)
+	missed := 0
 	for {
 		select {
 		case <-i.stop:
@@ -321,11 +339,28 @@ func (i *Instance) watch() {
 		i.mu.Lock()
 		pc := i.plugin
 		i.mu.Unlock()
-		if pc == nil || !pc.Exited() {
+		if pc == nil {
 			continue
 		}
+		if !pc.Exited() {
+			if time.Now().Before(nextHealth) {
+				continue
+			}
+			nextHealth = time.Now().Add(i.sup.opts.HealthInterval)
+			if err := i.ping(); err == nil {
+				missed = 0
+				continue
+			} else if missed++; missed < i.sup.opts.HealthFailures {
+				i.log.Warn("plugin did not answer its health check", "error", err, "missed", missed)
+				continue
+			}
+			i.log.Error("plugin hung: killing it", "missed_health_checks", missed)
+			i.killProcess()
+			missed = 0
+			continue // the next tick sees it exited
+		}
 		i.setState(StateRestarting, errors.New("plugin process exited"))
-		i.log.Error("plugin exited; restarting", "backoff", backoff)
+		i.log.Error("plugin exited; restarting", "backoff", backoff.String())
 		for {
 			select {
 			case <-i.stop:
@@ -335,12 +370,37 @@ func (i *Instance) watch() {
 			backoff = min(backoff*2, i.sup.opts.MaxBackoff)
 			if err := i.restart(); err != nil {
 				i.setState(StateRestarting, err)
-				i.log.Error("restart failed", "error", err, "next_backoff", backoff)
+				i.log.Error("restart failed", "error", err, "next_backoff", backoff.String())
 				continue
 			}
 			backoff = i.sup.opts.MinBackoff
+			nextHealth = time.Now().Add(i.sup.opts.HealthInterval)
 			break
 		}
+	}
+}
+
+// ping asks the plugin's gRPC server whether it is serving, the check
+// go-plugin registers on every plugin. It is about the process answering,
+// not about the component's own health, which may fail for reasons that
+// a restart would not cure.
+func (i *Instance) ping() error {
+	ctx, cancel := context.WithTimeout(context.Background(), i.sup.opts.HealthTimeout)
+	defer cancel()
+	_, err := healthpb.NewHealthClient(&i.conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "plugin"})
+	return err
+}
+
+// killProcess ends a hung plugin process the hard way.
+func (i *Instance) killProcess() {
+	i.mu.Lock()
+	pid := i.pid
+	i.mu.Unlock()
+	if pid == 0 || i.sup.opts.Reattach[i.spec.Name] != nil {
+		return
+	}
+	if p, err := os.FindProcess(pid); err == nil {
+		p.Kill()
 	}
 }
 
@@ -356,6 +416,8 @@ func (i *Instance) restart() error {
 	i.mu.Unlock()
 	if req != nil {
 		if diags := i.client.Configure(ctx, *req); diags.HasErrors() {
+			// Leave no unconfigured process behind: the next try starts afresh.
+			i.killProcess()
 			return fmt.Errorf("re-configuring: %w", diags.Err())
 		}
 	}

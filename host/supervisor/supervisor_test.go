@@ -246,3 +246,36 @@ func TestStandaloneInstanceByAddress(t *testing.T) {
 		t.Fatal("stopping a standalone instance must not stop its process")
 	}
 }
+
+// A plugin that stops answering (here: stopped with SIGSTOP) is killed and
+// restarted like one that died.
+func TestHungPluginIsKilledAndRestarted(t *testing.T) {
+	s, err := New(Options{
+		Log: hclog.NewNullLogger(), MinBackoff: 50 * time.Millisecond, PollInterval: 50 * time.Millisecond,
+		HealthInterval: 100 * time.Millisecond, HealthTimeout: 100 * time.Millisecond, HealthFailures: 3,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StopAll)
+	inst, err := s.Start(t.Context(), Spec{Name: "resolver-file", Kind: sdk.KindResolver, Path: pluginBinary(t, "resolver-file")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	configureFile(t, inst, peersFile(t))
+	hung := inst.PID()
+	if err := syscall.Kill(hung, syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	defer syscall.Kill(hung, syscall.SIGKILL)
+	deadline := time.Now().Add(10 * time.Second)
+	for inst.Status().Restarts == 0 || inst.Status().State != StateRunning || inst.PID() == hung {
+		if time.Now().After(deadline) {
+			t.Fatalf("the hung plugin was not replaced: %+v", inst.Status())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if nodes := resolve(t, inst); len(nodes) != 2 {
+		t.Fatalf("resolve after the restart: %+v", nodes)
+	}
+}
