@@ -125,20 +125,25 @@ func servePlugin(c Component, log hclog.Logger, test *plugin.ServeTestConfig) in
 			}
 		}()
 	}
-	if r, ok := c.(Reloader); ok {
-		hup := make(chan os.Signal, 1)
-		signal.Notify(hup, syscall.SIGHUP)
-		defer signal.Stop(hup)
-		go func() {
-			for range hup {
-				if err := r.Reload(); err != nil {
-					log.Error("reload failed; keeping the previous files", "error", err)
-				} else {
-					log.Info("reloaded")
-				}
+	// The host forwards SIGHUP to every plugin: one that has nothing to
+	// reload must not die of it.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	go func() {
+		for range hup {
+			r, ok := c.(Reloader)
+			if !ok {
+				log.Debug("SIGHUP: nothing to reload")
+				continue
 			}
-		}()
-	}
+			if err := r.Reload(); err != nil {
+				log.Error("reload failed; keeping the previous files", "error", err)
+			} else {
+				log.Info("reloaded")
+			}
+		}
+	}()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: Handshake,
 		Plugins:         plugin.PluginSet{PluginName: p},
@@ -304,7 +309,7 @@ func serveStandalone(prog string, args []string, c Component, log hclog.Logger) 
 		return dialHostAddress(req2.GetHostAddress())
 	})
 	if ps.tunnel != nil {
-		if err := ps.tunnel.startDataPath(req.Node.DataDir); err != nil {
+		if err := ps.tunnel.startDataPath(); err != nil {
 			log.Error("cannot start the tunnel data path", "error", err)
 			return 1
 		}

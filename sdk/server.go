@@ -68,7 +68,7 @@ func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 		Host:   host,
 	})
 	if s.tunnel != nil && !diags.HasErrors() {
-		if err := s.tunnel.startDataPath(req.GetNode().GetDataDir()); err != nil {
+		if err := s.tunnel.startDataPath(); err != nil {
 			diags = append(diags, Errorf("", "cannot start the tunnel data path", "%v", err))
 		}
 	}

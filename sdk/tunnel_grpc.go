@@ -229,14 +229,14 @@ type dataPath struct {
 	server *grpc.Server
 }
 
-func (s *tunnelServer) startDataPath(parent string) error {
+func (s *tunnelServer) startDataPath() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.data != nil {
 		return nil
 	}
-	// Unix socket paths are limited to ~104 bytes: stay short.
-	dir, err := os.MkdirTemp(shortTempDir(parent), "mh-tun-")
+	// Unix socket paths are limited to ~104 bytes: the temp dir keeps them short.
+	dir, err := os.MkdirTemp("", "mh-tun-")
 	if err != nil {
 		return err
 	}
@@ -288,16 +288,6 @@ func (s *tunnelServer) stopDataPath() {
 		d.server.Stop()
 		os.RemoveAll(d.dir)
 	}
-}
-
-// shortTempDir picks a parent for sockets: dir if its paths stay short, else /tmp.
-func shortTempDir(dir string) string {
-	if dir != "" && len(dir) < 60 {
-		if err := os.MkdirAll(dir, 0o700); err == nil {
-			return dir
-		}
-	}
-	return os.TempDir()
 }
 
 // DialDataPath connects to a tunnel's direct local endpoint. Closing the

@@ -43,6 +43,10 @@ func (f *configFlags) load(cmd *cobra.Command) (*config.Config, map[string]json.
 	// file are wrong, so that every error is reported at once.
 	decoded, more := node.DecodeComponents(cmd.Context(), cfg)
 	diags = append(diags, more...)
+	if !diags.HasErrors() {
+		_, more = node.Identity(cfg)
+		diags = append(diags, more...)
+	}
 	if len(diags) > 0 {
 		config.WriteDiagnostics(cmd.ErrOrStderr(), diags, cfg.Files)
 	}

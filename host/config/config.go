@@ -21,10 +21,11 @@ import (
 
 // Defaults applied when the configuration leaves an argument out.
 const (
-	DefaultNetwork       = "microhost"
-	DefaultListen        = "0.0.0.0:8085"
-	DefaultDataDir       = ".microhost" // relative to the config file's directory
-	DefaultAdminSocket   = "admin.sock" // inside the data directory
+	DefaultNetwork = "microhost"
+	DefaultListen  = "0.0.0.0:8085"
+	DefaultDataDir = ".microhost"     // relative to the config file's directory
+	DefaultAdmin   = "127.0.0.1:8086" // where the CLI looks when not told
+
 	DefaultCheckInterval = 10 * time.Second
 	DefaultCheckTimeout  = 2 * time.Second
 )

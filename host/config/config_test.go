@@ -195,7 +195,7 @@ func TestDefaults(t *testing.T) {
 	n := cfg.Node
 	dataDir := filepath.Join(dir, DefaultDataDir)
 	if n.Network != DefaultNetwork || n.Listen != DefaultListen || n.DataDir != dataDir ||
-		n.Admin != "unix:"+filepath.Join(dataDir, DefaultAdminSocket) || n.HTTP != "" || n.ID != "" {
+		n.Admin != DefaultAdmin || n.HTTP != "" || n.ID != "" {
 		t.Errorf("defaults = %+v", n)
 	}
 	if cfg.Proxy != nil || len(cfg.Resolvers) != 0 {

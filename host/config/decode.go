@@ -2,7 +2,6 @@ package config
 
 import (
 	"fmt"
-	"path/filepath"
 	"regexp"
 	"sort"
 	"strings"
@@ -163,7 +162,7 @@ func (d *decoder) node(block *hcl.Block, fileStart hcl.Range) Node {
 			}
 		}
 	}
-	n.Admin, _ = d.unixEndpoint(n.DeclRange, filepath.Join(n.DataDir, DefaultAdminSocket))
+	n.Admin = DefaultAdmin
 	return n
 }
 

@@ -196,6 +196,7 @@ type Node struct {
 	costs      map[string]int64 // settled link cost per peer
 	tombstones map[string]tombstone
 	closesSeen map[string]time.Time   // close floods already relayed, until when remembered
+	foreign    map[string]string      // linked peers of another network, by id: warned once
 	withdrawn  map[routeKey]withdrawn // newest withdrawal heard per instance
 	resolved   map[string]bool        // addresses linked because a resolver named them
 	seen       map[string]seenNode    // nodes of our network seen in graphs, by id
@@ -230,6 +231,7 @@ func New(cfg Config) (*Node, error) {
 		costs:      map[string]int64{},
 		tombstones: map[string]tombstone{},
 		closesSeen: map[string]time.Time{},
+		foreign:    map[string]string{},
 		withdrawn:  map[routeKey]withdrawn{},
 		resolved:   map[string]bool{},
 		seen:       map[string]seenNode{},
@@ -444,6 +446,19 @@ func (n *Node) countInvalid(from string, err error) {
 	n.stats.Invalid++
 	n.mu.Unlock()
 	n.log.Warn("invalid message from peer", "peer", from, "error", err)
+}
+
+// foreignPeer warns, once per peer and network name, that a linked node
+// belongs to another network: a typo in a network name otherwise leaves two
+// nodes linked but deaf to each other without a word.
+func (n *Node) foreignPeer(peer, network string) {
+	n.mu.Lock()
+	seen := n.foreign[peer] == network
+	n.foreign[peer] = network
+	n.mu.Unlock()
+	if !seen {
+		n.log.Warn("a linked node belongs to another network: its messages are ignored", "peer", peer, "its_network", network, "ours", n.cfg.Network)
+	}
 }
 
 func (n *Node) countIgnored(from, why string) {

@@ -24,6 +24,7 @@ func (n *Node) handleNetwork(s sdk.Session, m *sdk.Message) {
 		return
 	}
 	if msg.GetNetwork() != n.cfg.Network {
+		n.foreignPeer(sender, msg.GetNetwork())
 		n.countIgnored(sender, fmt.Sprintf("message for network %q", msg.GetNetwork()))
 		return
 	}

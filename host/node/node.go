@@ -99,9 +99,11 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if err := os.MkdirAll(cfg.Node.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
-	if n.id, err = nodeID(cfg); err != nil {
-		return nil, err
+	id, diags := Identity(cfg)
+	if diags.HasErrors() {
+		return nil, &DiagnosticsError{Files: cfg.Files, Diags: diags}
 	}
+	n.id = id
 	n.node = cfg.NodeConfig()
 	n.node.ID = n.id
 	if cfg.TLS.Insecure {
@@ -157,24 +159,35 @@ func (n *Node) argumentError(src config.Source, arg, summary string, err error) 
 	}}}
 }
 
-// nodeID is the configured id, else the one in the node's certificate.
-func nodeID(cfg *config.Config) (string, error) {
+// Identity is the node's id: the configured one, else the one in its
+// certificate. It checks the certificate, key and CA against each other and
+// reports a problem at the argument that names the file at fault.
+func Identity(cfg *config.Config) (string, hcl.Diagnostics) {
+	at := func(src config.Source, arg, summary string, err error) (string, hcl.Diagnostics) {
+		return "", hcl.Diagnostics{{Severity: hcl.DiagError, Summary: summary, Detail: err.Error(), Subject: src.Range(arg).Ptr()}}
+	}
 	if cfg.TLS.Insecure || cfg.TLS.Cert == "" {
 		if cfg.Node.ID != "" {
 			return cfg.Node.ID, nil
 		}
 		host, err := os.Hostname()
 		if err != nil {
-			return "", fmt.Errorf("node { id } is not set and the host name is unknown: %w", err)
+			return at(cfg.Node.Source, "id", "Node id unknown", fmt.Errorf("node { id } is not set and the host name is unknown: %w", err))
 		}
 		return host, nil
 	}
+	for _, f := range []struct{ arg, path string }{{"ca", cfg.TLS.CA}, {"cert", cfg.TLS.Cert}, {"key", cfg.TLS.Key}} {
+		if _, err := os.Stat(f.path); err != nil {
+			return at(cfg.TLS.Source, f.arg, "Cannot read the "+f.arg+" file", err)
+		}
+	}
 	ident, err := pki.LoadNode(cfg.TLS.CA, cfg.TLS.Cert, cfg.TLS.Key)
 	if err != nil {
-		return "", fmt.Errorf("tls { } at %s: %w", cfg.TLS.DeclRange, err)
+		return at(cfg.TLS.Source, "cert", "Unusable node certificate", err)
 	}
 	if cfg.Node.ID != "" && cfg.Node.ID != ident.ID {
-		return "", fmt.Errorf("node { id = %q } at %s does not match the id %q in certificate %s", cfg.Node.ID, cfg.Node.Source.Range("id"), ident.ID, cfg.TLS.Cert)
+		return at(cfg.Node.Source, "id", "Node id does not match the certificate",
+			fmt.Errorf("node { id = %q } but certificate %s is for node %q: leave id out to take it from the certificate", cfg.Node.ID, cfg.TLS.Cert, ident.ID))
 	}
 	return ident.ID, nil
 }

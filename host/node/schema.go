@@ -12,10 +12,14 @@ import (
 	"github.com/hashicorp/hcl/v2"
 	"github.com/microhost/microhost/host/builtin"
 	"github.com/microhost/microhost/host/config"
+	"github.com/microhost/microhost/host/supervisor"
 	"github.com/microhost/microhost/sdk"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
+
+// describeTimeout bounds how long an external plugin may take to describe itself.
+const describeTimeout = 10 * time.Second
 
 // ComponentSchema finds the config schema of a component without starting
 // it: a builtin is asked in process, an external plugin through its
@@ -38,12 +42,23 @@ func ComponentSchema(ctx context.Context, c *config.Component) (sdk.Schema, erro
 			FetchSchema(context.Context) (sdk.Schema, error)
 		}).FetchSchema(ctx)
 	case c.Plugin != "":
-		ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Never run a binary whose checksum is wrong, not even to describe it.
+		if c.SHA256 != "" {
+			if err := supervisor.CheckSHA256(c.Plugin, c.SHA256); err != nil {
+				return sdk.Schema{}, err
+			}
+		}
+		ctx, cancel := context.WithTimeout(ctx, describeTimeout)
 		defer cancel()
 		var stdout, stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, c.Plugin, "describe")
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		// A plugin's children may hold its output open: stop waiting anyway.
+		cmd.WaitDelay = time.Second
 		if err := cmd.Run(); err != nil {
+			if ctx.Err() != nil {
+				return sdk.Schema{}, fmt.Errorf("%s describe did not answer within %s", c.Plugin, describeTimeout)
+			}
 			return sdk.Schema{}, fmt.Errorf("%s describe: %w: %s", c.Plugin, err, bytes.TrimSpace(stderr.Bytes()))
 		}
 		var d sdk.Description

@@ -5,6 +5,7 @@
 package supervisor
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -245,7 +246,7 @@ func (i *Instance) launch(ctx context.Context) error {
 		Logger:           i.log,
 		GRPCDialOptions:  sdk.MessageSizeDialOptions(),
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: i.sup.opts.SocketDir},
-		StartTimeout:     30 * time.Second,
+		StartTimeout:     10 * time.Second,
 		SyncStdout:       logWriter(i.log, "stdout"),
 		SyncStderr:       logWriter(i.log, "stderr"),
 	}
@@ -258,10 +259,11 @@ func (i *Instance) launch(ctx context.Context) error {
 		}
 		cfg.Cmd = cmd
 		if i.spec.SHA256 != "" {
-			sum, err := hex.DecodeString(i.spec.SHA256)
-			if err != nil {
-				return fmt.Errorf("sha256 %q is not hex: %w", i.spec.SHA256, err)
+			if err := CheckSHA256(i.spec.Path, i.spec.SHA256); err != nil {
+				return err
 			}
+			// go-plugin checks again right before it starts the binary.
+			sum, _ := hex.DecodeString(i.spec.SHA256)
 			cfg.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 		}
 	}
@@ -291,6 +293,27 @@ func (i *Instance) launch(ctx context.Context) error {
 	if err := i.checkKind(ctx); err != nil {
 		pc.Kill()
 		return err
+	}
+	return nil
+}
+
+// CheckSHA256 checks that the file at path has the given hex SHA-256.
+func CheckSHA256(path, want string) error {
+	sum, err := hex.DecodeString(want)
+	if err != nil || len(sum) != sha256.Size {
+		return fmt.Errorf("sha256 %q is not a hex SHA-256 digest", want)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("plugin binary: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return fmt.Errorf("plugin binary %s: %w", path, err)
+	}
+	if got := h.Sum(nil); !bytes.Equal(got, sum) {
+		return fmt.Errorf("plugin binary %s has sha256 %x, not the %s the configuration wants: it was not run", path, got, want)
 	}
 	return nil
 }

@@ -177,7 +177,7 @@ func TestChecksumMismatchRefused(t *testing.T) {
 	bin := pluginBinary(t, "resolver-file")
 	wrong := sha256.Sum256([]byte("not the binary"))
 	_, err := s.Start(t.Context(), Spec{Name: "resolver-file", Kind: sdk.KindResolver, Path: bin, SHA256: hex.EncodeToString(wrong[:])})
-	if err == nil || !strings.Contains(err.Error(), "checksum") {
+	if err == nil || !strings.Contains(err.Error(), "it was not run") {
 		t.Fatalf("want a checksum error, got %v", err)
 	}
 

@@ -13,12 +13,13 @@ import (
 	"time"
 
 	"github.com/microhost/microhost/host/admin"
+	"github.com/microhost/microhost/host/config"
 	"github.com/spf13/cobra"
 )
 
 // DefaultAdmin is the admin address used when neither --admin nor
 // MICROHOST_ADMIN is set; it matches the node { admin } default.
-const DefaultAdmin = "127.0.0.1:8086"
+const DefaultAdmin = config.DefaultAdmin
 
 // EnvAdmin names the environment variable that overrides DefaultAdmin.
 const EnvAdmin = "MICROHOST_ADMIN"
