@@ -155,7 +155,7 @@ func TestRegisterRejectsBadInput(t *testing.T) {
 		ttl  time.Duration
 		want string
 	}{
-		{sdk.Service{Address: "127.0.0.1:1"}, 0, "service name is empty"},
+		{sdk.Service{Address: "127.0.0.1:1"}, 0, "is not a valid service name"},
 		{sdk.Service{Name: "a", Address: "nowhere"}, 0, `address "nowhere" is not HOST:PORT`},
 		{sdk.Service{Name: "a", Address: "127.0.0.1:1"}, -time.Second, "negative ttl"},
 	} {

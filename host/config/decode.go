@@ -94,12 +94,11 @@ func elementRange(expr hcl.Expression, i, n int) hcl.Range {
 	return elems[i].Range()
 }
 
-var namePattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
 
 // name checks an identifier such as a node id, network or service name.
 func (d *decoder) name(rng hcl.Range, what, s string) bool {
-	if !namePattern.MatchString(s) {
-		d.errorf(rng, "Invalid "+what, "%q is not a valid %s: use 1 to 63 letters, digits, dots, dashes and underscores, starting with a letter or digit.", s, what)
+	if err := sdk.ValidateName(what, s); err != nil {
+		d.errorf(rng, "Invalid "+what, "%s.", err)
 		return false
 	}
 	return true

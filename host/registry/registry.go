@@ -146,8 +146,8 @@ func New(opts ...Option) *Registry {
 
 // Validate checks that svc can be registered with ttl.
 func Validate(svc sdk.Service, ttl time.Duration) error {
-	if svc.Name == "" {
-		return errors.New("service name is empty")
+	if err := sdk.ValidateName("service name", svc.Name); err != nil {
+		return err
 	}
 	host, port, err := net.SplitHostPort(svc.Address)
 	if err != nil {

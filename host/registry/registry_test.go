@@ -238,7 +238,8 @@ func TestRegisterRejectsBadInput(t *testing.T) {
 		ttl  time.Duration
 		want string
 	}{
-		{svc("", "127.0.0.1:1"), 0, "name is empty"},
+		{svc("", "127.0.0.1:1"), 0, "not a valid service name"},
+		{svc("bad name!", "127.0.0.1:1"), 0, "not a valid service name"},
 		{svc("a", "127.0.0.1"), 0, "not HOST:PORT"},
 		{svc("a", "127.0.0.1:http"), 0, "port \"http\""},
 		{svc("a", "127.0.0.1:70000"), 0, "1-65535"},
