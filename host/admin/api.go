@@ -41,7 +41,8 @@ type NodeInfo struct {
 	Address string `json:"address,omitempty"` // its tunnel address, if known
 	// Hops is the number of links from this node; 0 for this node.
 	Hops int `json:"hops"`
-	// Metric is the cost of the cheapest path from this node.
+	// Metric is the cost of the link to a neighbour; 0 for this node and for
+	// nodes further away, whose links it does not measure.
 	Metric int64 `json:"metric"`
 	// Via is the neighbour the cheapest path goes through; "" for this node
 	// and its neighbours.
@@ -50,9 +51,10 @@ type NodeInfo struct {
 
 // Edge is a link between two nodes of the graph.
 type Edge struct {
-	From   string `json:"from"`
-	To     string `json:"to"`
-	Metric int64  `json:"metric"`
+	From string `json:"from"`
+	To   string `json:"to"`
+	// Metric is the link's cost when it is one of this node's links, else 0.
+	Metric int64 `json:"metric"`
 }
 
 // Graph is the network graph as seen from Local.

@@ -94,7 +94,6 @@ func elementRange(expr hcl.Expression, i, n int) hcl.Range {
 	return elems[i].Range()
 }
 
-
 // name checks an identifier such as a node id, network or service name.
 func (d *decoder) name(rng hcl.Range, what, s string) bool {
 	if err := sdk.ValidateName(what, s); err != nil {

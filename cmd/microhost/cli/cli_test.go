@@ -22,7 +22,7 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 func testNode(t *testing.T) *admintest.Node {
 	n := admintest.New(t, "a", "net")
 	n.NodeList = []admin.NodeInfo{
-		{ID: "c", Hops: 2, Metric: 30, Via: "b"},
+		{ID: "c", Hops: 2, Via: "b"},
 		{ID: "a", Address: "10.0.0.1:8085"},
 		{ID: "b", Address: "10.0.0.2:8085", Hops: 1, Metric: 12},
 	}
@@ -96,9 +96,9 @@ func TestNetworkNodes(t *testing.T) {
 	addr := admintest.Serve(t, testNode(t))
 	expectTable(t, mustRun(t, "network", "nodes", "--admin", addr), `
 ID ADDRESS HOPS METRIC VIA
-a 10.0.0.1:8085 0 0 -
+a 10.0.0.1:8085 0 - -
 b 10.0.0.2:8085 1 12 -
-c - 2 30 b`)
+c - 2 - b`)
 
 	nodes := decode[[]map[string]any](t, mustRun(t, "network", "nodes", "--admin", addr, "--json"))
 	var ids []string

@@ -50,7 +50,7 @@ func nodesCommand(f *clientFlags) *cobra.Command {
 				return f.output(cmd, nonNil(nodes), func(w io.Writer) {
 					fmt.Fprintln(w, "ID\tADDRESS\tHOPS\tMETRIC\tVIA")
 					for _, n := range nodes {
-						fmt.Fprintf(w, "%s\t%s\t%d\t%d\t%s\n", n.ID, orDash(n.Address), n.Hops, n.Metric, orDash(n.Via))
+						fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\n", n.ID, orDash(n.Address), n.Hops, metricText(n.Metric), orDash(n.Via))
 					}
 				})
 			})
@@ -184,7 +184,8 @@ func undirected(edges []admin.Edge) []admin.Edge {
 	best := make(map[[2]string]int64)
 	for _, e := range edges {
 		k := [2]string{min(e.From, e.To), max(e.From, e.To)}
-		if m, ok := best[k]; !ok || e.Metric < m {
+		// 0 is an unknown metric: any known one is better.
+		if m, ok := best[k]; !ok || m == 0 || (e.Metric != 0 && e.Metric < m) {
 			best[k] = e.Metric
 		}
 	}
@@ -220,11 +221,20 @@ func graphNodes(g admin.Graph) []string {
 	return ids
 }
 
+// metricText shows a link metric; 0 means this node does not know it (the
+// link is not one of its own).
+func metricText(m int64) string {
+	if m == 0 {
+		return "-"
+	}
+	return strconv.FormatInt(m, 10)
+}
+
 func graphTable(w io.Writer, g admin.Graph) {
 	peers := map[string][]string{}
 	for _, e := range undirected(g.Edges) {
-		peers[e.From] = append(peers[e.From], fmt.Sprintf("%s (%d)", e.To, e.Metric))
-		peers[e.To] = append(peers[e.To], fmt.Sprintf("%s (%d)", e.From, e.Metric))
+		peers[e.From] = append(peers[e.From], fmt.Sprintf("%s (%s)", e.To, metricText(e.Metric)))
+		peers[e.To] = append(peers[e.To], fmt.Sprintf("%s (%s)", e.From, metricText(e.Metric)))
 	}
 	fmt.Fprintln(w, "NODE\tPEERS (METRIC)")
 	for _, id := range graphNodes(g) {
@@ -251,6 +261,10 @@ func graphDOT(g admin.Graph) string {
 		}
 	}
 	for _, e := range undirected(g.Edges) {
+		if e.Metric == 0 {
+			fmt.Fprintf(&b, "  %s -- %s;\n", dotQuote(e.From), dotQuote(e.To))
+			continue
+		}
 		fmt.Fprintf(&b, "  %s -- %s [label=%s];\n", dotQuote(e.From), dotQuote(e.To), dotQuote(strconv.FormatInt(e.Metric, 10)))
 	}
 	b.WriteString("}\n")
