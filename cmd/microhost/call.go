@@ -13,8 +13,10 @@ import (
 	"github.com/microhost/microhost/host/admin"
 	"github.com/spf13/cobra"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
 	rpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -55,7 +57,7 @@ METHOD is "package.Service/Method" or "package.Service.Method".
 				pairs = append(pairs, k, v)
 			}
 			ctx = metadata.AppendToOutgoingContext(ctx, pairs...)
-			out, err := call(ctx, adminAddr, args[1], request)
+			out, err := call(ctx, adminAddr, args[0], args[1], request)
 			if err != nil {
 				return err
 			}
@@ -74,7 +76,7 @@ METHOD is "package.Service/Method" or "package.Service.Method".
 }
 
 // call finds the method by reflection through the proxy and invokes it.
-func call(ctx context.Context, adminAddr, method, request string) (string, error) {
+func call(ctx context.Context, adminAddr, service, method, request string) (string, error) {
 	ac, err := admin.Dial(adminAddr)
 	if err != nil {
 		return "", err
@@ -95,8 +97,11 @@ func call(ctx context.Context, adminAddr, method, request string) (string, error
 		return "", err
 	}
 	files, err := reflectFiles(ctx, conn, serviceName)
+	if status.Code(err) == codes.NotFound || status.Code(err) == codes.Unavailable {
+		return "", fmt.Errorf("%s (`microhost network routes` lists the services this node can reach)", status.Convert(err).Message())
+	}
 	if err != nil {
-		return "", fmt.Errorf("server reflection of %s: %w", serviceName, err)
+		return "", fmt.Errorf("asking %s's server reflection for %s: %w", service, serviceName, err)
 	}
 	d, err := files.FindDescriptorByName(protoreflect.FullName(serviceName))
 	if err != nil {
