@@ -326,3 +326,45 @@ func TestTunnelCloseDeliversWhatWasSent(t *testing.T) {
 		in.Close()
 	}
 }
+
+// A session whose link is cut while the consumer only waits for a reply
+// ends with an error; it does not hang until the consumer sends again.
+func TestTunnelSessionEndsWhenItsLinkIsCut(t *testing.T) {
+	f := memtunnel.NewFabric()
+	nodes := map[string]*memtunnel.Node{}
+	for _, id := range []string{"a", "b"} {
+		n, err := f.NewNode(id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { n.Close() })
+		nodes[id] = n
+	}
+	if err := f.Link("a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	a := servePlugin(t, nodes["a"], sdk.KindTunnel).(sdk.Tunnel)
+	l, err := nodes["b"].Listen(t.Context(), "slow")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, err := a.Dial(t.Context(), "slow", sdk.DialOptions{Node: "b"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	send(t, s, "question")
+	if _, err := l.Accept(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Unlink("a", "b"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 5*time.Second)
+	defer cancel()
+	_, err = s.Recv(ctx)
+	if err == nil || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, io.EOF) {
+		t.Fatalf("after the link was cut: %v, want the session's error at once", err)
+	}
+}

@@ -139,28 +139,39 @@ func (s *tunnelServer) Session(stream grpc.BidiStreamingServer[pb.SessionFrame, 
 		return err
 	}
 
-	// Both halves run until each is done; the call ends when both are, at
-	// the first error, or when the consumer closes the session.
-	errc := make(chan error, 2)
-	go func() { errc <- pumpToConsumer(ctx, sess, stream) }()
-	go func() { errc <- pumpToPeer(ctx, sess, stream) }()
-	var failure error
+	// Both halves run until each is done, and the call ends when both are.
+	// When the session fails, the call ends at once: the consumer may be
+	// sending nothing, so the half reading from it would never wake up.
+	toConsumer, toPeer := make(chan error, 1), make(chan error, 1)
+	go func() { toConsumer <- pumpToConsumer(ctx, sess, stream) }()
+	go func() { toPeer <- pumpToPeer(ctx, sess, stream) }()
 	closed := false
-	for range 2 {
-		err := <-errc
-		if errors.Is(err, errConsumerClosed) {
-			// Closing the session ends its Recv too: what that half says
-			// now is only the close echoing back.
-			closed = true
-			sess.Close()
-			continue
-		}
-		if err != nil && failure == nil && !closed {
-			failure = err
-			sess.Close() // unblocks the other half
+	for toConsumer != nil || toPeer != nil {
+		select {
+		case err := <-toConsumer:
+			toConsumer = nil
+			if err != nil && !closed {
+				sess.Close()
+				return toStatus(err) // ends the read pumpToPeer is blocked in
+			}
+		case err := <-toPeer:
+			toPeer = nil
+			switch {
+			case errors.Is(err, errConsumerClosed):
+				// Closing the session ends its Recv too: what pumpToConsumer
+				// says now is only the close echoing back.
+				closed = true
+				sess.Close()
+			case err != nil:
+				// pumpToConsumer may be sending: let it finish before the
+				// call ends, which closing the session makes it do.
+				sess.Close()
+				<-toConsumer
+				return toStatus(err)
+			}
 		}
 	}
-	return toStatus(failure)
+	return nil
 }
 
 // errConsumerClosed ends pumpToPeer when the consumer closed the session.
@@ -468,13 +479,15 @@ func (s *sessionClient) Mode() Mode      { return Mode(s.info.GetMode()) }
 func (s *sessionClient) Peer() string    { return s.info.GetPeer() }
 
 func (s *sessionClient) read() {
-	defer close(s.ended)
 	eof := false
+	// ended (with endErr) is closed before events, so that a Recv that sees
+	// events closed also sees why.
 	defer func() {
 		if !eof {
 			close(s.events)
 		}
 	}()
+	defer close(s.ended)
 	for {
 		ev, err := s.stream.Recv()
 		if err != nil {
