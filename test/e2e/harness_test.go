@@ -51,6 +51,8 @@ type node struct {
 	admin string
 	cmd   *exec.Cmd
 	log   *os.File
+	wrap  []string // see nodeSpec.Wrap
+	cfg   string   // path of the config file
 }
 
 // nodeSpec describes a node's config; Extra is appended verbatim.
@@ -61,6 +63,8 @@ type nodeSpec struct {
 	Proxy   string // TCP host:port, "" for none
 	Extra   string
 	Network string
+	// Tunnel holds extra lines for the tunnel's config block.
+	Tunnel string
 	// Wrap runs the node through another command, e.g. `ip netns exec NS`.
 	Wrap []string
 }
@@ -94,7 +98,7 @@ tls {
 tunnel "quic" {
   config {
     keepalive_interval = "300ms"
-  }
+%s  }
 }
 router "memory" {
   config {
@@ -102,7 +106,7 @@ router "memory" {
   }
 }
 %s%s`, s.ID, network, s.Listen, "unix:"+filepath.Join(dir, "admin.sock"), strings.Join(peers, ", "), filepath.Join(dir, "data"),
-		filepath.Join(certDir, "ca.pem"), filepath.Join(certDir, s.ID+".pem"), filepath.Join(certDir, s.ID+"-key.pem"), proxy, s.Extra)
+		filepath.Join(certDir, "ca.pem"), filepath.Join(certDir, s.ID+".pem"), filepath.Join(certDir, s.ID+"-key.pem"), s.Tunnel, proxy, s.Extra)
 }
 
 // certDir holds the test network's CA and node certificates, made once.
@@ -113,13 +117,20 @@ var (
 
 func issueCerts(t *testing.T, ids ...string) {
 	t.Helper()
-	caOnce.Do(func() { run(t, microhost, "ca", "init", "--dir", certDir) })
 	for _, id := range ids {
-		if _, err := os.Stat(filepath.Join(certDir, id+".pem")); err == nil {
-			continue
-		}
-		run(t, microhost, "ca", "issue", "--dir", certDir, "--id", id, "--ip", "127.0.0.1")
+		issueCert(t, id, "--ip", "127.0.0.1")
 	}
+}
+
+// issueCert issues certificate id, with extra `ca issue` flags, unless it
+// exists already.
+func issueCert(t *testing.T, id string, flags ...string) {
+	t.Helper()
+	caOnce.Do(func() { run(t, microhost, "ca", "init", "--dir", certDir) })
+	if _, err := os.Stat(filepath.Join(certDir, id+".pem")); err == nil {
+		return
+	}
+	run(t, microhost, append([]string{"ca", "issue", "--dir", certDir, "--id", id}, flags...)...)
 }
 
 func run(t *testing.T, name string, args ...string) string {
@@ -144,15 +155,15 @@ func startNode(t *testing.T, spec nodeSpec) *node {
 	if err := os.WriteFile(cfg, []byte(spec.config(dir)), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	n := &node{t: t, name: spec.ID, dir: dir, admin: "unix:" + filepath.Join(dir, "admin.sock")}
+	n := &node{t: t, name: spec.ID, dir: dir, admin: "unix:" + filepath.Join(dir, "admin.sock"), wrap: spec.Wrap, cfg: cfg}
 	t.Cleanup(n.stop)
-	n.start(spec.Wrap, cfg)
+	n.start()
 	return n
 }
 
-func (n *node) start(wrap []string, cfg string) {
+func (n *node) start() {
 	t := n.t
-	args := append(append([]string{}, wrap...), microhost, "run", "--config", cfg, "--log-level", "debug")
+	args := append(append([]string{}, n.wrap...), microhost, "run", "--config", n.cfg, "--log-level", "debug")
 	n.cmd = exec.Command(args[0], args[1:]...)
 	log, err := os.OpenFile(filepath.Join(n.dir, "node.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
@@ -203,6 +214,14 @@ func (n *node) stop() {
 func (n *node) kill() {
 	n.cmd.Process.Kill()
 	n.cmd.Wait()
+	n.log.Close()
+}
+
+// restart runs a killed or stopped node again with the same config; its
+// log goes on in the same file.
+func (n *node) restart() {
+	n.t.Helper()
+	n.start()
 }
 
 func tail(s string, lines int) string {
