@@ -441,3 +441,27 @@ func TestSolicitAnswersALargeTableInParts(t *testing.T) {
 		t.Fatalf("b received the table in %d messages, want at least 3 of at most %d routes", got, maxSolicitEvents)
 	}
 }
+
+// Only a node itself can say everywhere that it left. A neighbour passing
+// on a close takes away just the routes through it, so a lying neighbour
+// cannot cut a node off.
+func TestForgedCloseRemovesOnlyRoutesThroughTheLiar(t *testing.T) {
+	f := memtunnel.NewFabric()
+	a := startNode(t, f, "a", nodeOptions{})
+	b := startNode(t, f, "b", nodeOptions{})
+	m := newRawPeer(t, f, "m", "test")
+	link(t, f, "a", "b", "m", "b")
+	a.register(t, "greeter", "10.0.0.1:80")
+	eventually(t, "b learns a's route", func() bool { return b.hasRouteVia("greeter", "a") })
+	// m claims to see a, and that a left.
+	m.peer(&networkpb.Node{Id: "m", Instance: "1", Peers: []*networkpb.Node{{Id: "a"}}})
+	eventually(t, "b has m as peer", func() bool { return slices.ContainsFunc(b.net.Peers(), func(p Peer) bool { return p.ID == "m" }) })
+	m.send(m.netOut, &networkpb.NetworkMessage{Network: "test", Body: &networkpb.NetworkMessage_Close{Close: &networkpb.Close{Id: "a"}}})
+	eventually(t, "b passed the close on", func() bool { return b.net.Stats().Sent["close"] > 0 })
+	if !b.hasRouteVia("greeter", "a") {
+		t.Fatalf("a forged close removed a's own route at b:%s", describeRoutes(b.routes("greeter")))
+	}
+	if !slices.ContainsFunc(b.net.Peers(), func(p Peer) bool { return p.ID == "a" }) {
+		t.Fatal("a forged close removed a from b's neighbours")
+	}
+}

@@ -35,6 +35,11 @@ func (n *Node) connectLoop() {
 
 // resolve asks the resolver for peers, links the new ones and lets go of
 // resolved peers it no longer names (static peers are kept).
+// MaxResolvedPeers bounds how many resolved addresses a node links to: a
+// node needs a few peers, and an answer listing thousands must not make it
+// dial thousands.
+const MaxResolvedPeers = 32
+
 func (n *Node) resolve() {
 	ctx, cancel := context.WithTimeout(n.runCtx, callTimeout)
 	nodes, err := n.cfg.Resolve(ctx)
@@ -44,6 +49,11 @@ func (n *Node) resolve() {
 		return
 	}
 	slices.SortStableFunc(nodes, func(a, b sdk.Node) int { return a.Priority - b.Priority })
+	if len(nodes) > MaxResolvedPeers {
+		n.log.Warn("resolvers named more peers than a node links to; using the ones of lowest priority",
+			"named", len(nodes), "used", MaxResolvedPeers)
+		nodes = nodes[:MaxResolvedPeers]
+	}
 	named := map[string]bool{}
 	var fresh []string
 	n.mu.Lock()

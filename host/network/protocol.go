@@ -119,18 +119,11 @@ func (n *Node) handleClose(sender string, c *networkpb.Close) {
 	if id == n.cfg.NodeID {
 		return // our own close, flooded back
 	}
+	if id != sender {
+		n.relayedClose(sender, id, inst)
+		return
+	}
 	key := id + "\x00" + inst
-	n.mu.Lock()
-	_, seen := n.closesSeen[key]
-	_, inGraph := n.senderGraph(sender)[id]
-	n.mu.Unlock()
-	if seen {
-		return
-	}
-	if id != sender && !inGraph && !n.routesThrough(id, sender) {
-		n.countIgnored(sender, fmt.Sprintf("close of node %q, which the sender neither sees nor leads to", id))
-		return
-	}
 	n.mu.Lock()
 	if _, seen := n.closesSeen[key]; seen {
 		n.mu.Unlock()
@@ -143,15 +136,49 @@ func (n *Node) handleClose(sender string, c *networkpb.Close) {
 	delete(n.neighbours, id)
 	n.mu.Unlock()
 
-	n.log.Info("node left the network", "left", id, "told_by", sender)
-	n.sendNetwork(n.runCtx, "close", &networkpb.NetworkMessage{
-		Body: &networkpb.NetworkMessage_Close{Close: &networkpb.Close{Id: id, Instance: inst}},
-	})
+	n.log.Info("node left the network", "left", id)
+	n.relayClose(id, inst)
 	n.removeRoutes(sdk.Query{Router: id})
 	n.removeRoutes(sdk.Query{Gateway: id})
 	if wasNeighbour {
 		n.triggerPeer()
 	}
+}
+
+// relayedClose applies a close that a neighbour passed on. Only a node
+// itself can say everywhere that it left; from anyone else the close takes
+// away just the leaving node's routes through that neighbour — no more than
+// the neighbour could withdraw anyway — so a forged close cannot cut a
+// node off. The flood still removes every route: each of our neighbours
+// with a route to the node passes the close on too.
+func (n *Node) relayedClose(sender, id, inst string) {
+	n.mu.Lock()
+	_, inGraph := n.senderGraph(sender)[id]
+	n.mu.Unlock()
+	if !inGraph && !n.routesThrough(id, sender) {
+		n.countIgnored(sender, fmt.Sprintf("close of node %q, which the sender neither sees nor leads to", id))
+		return
+	}
+	n.log.Debug("a neighbour passed on a close", "left", id, "told_by", sender)
+	n.removeRoutes(sdk.Query{Router: id, Gateway: sender})
+	n.relayClose(id, inst)
+}
+
+// relayClose passes a close on, once per node and instance.
+func (n *Node) relayClose(id, inst string) {
+	key := id + "\x00" + inst + "\x00relayed"
+	n.mu.Lock()
+	_, seen := n.closesSeen[key]
+	if !seen {
+		n.closesSeen[key] = n.clock.Now().Add(2 * n.cfg.KeepaliveTimeout)
+	}
+	n.mu.Unlock()
+	if seen {
+		return
+	}
+	n.sendNetwork(n.runCtx, "close", &networkpb.NetworkMessage{
+		Body: &networkpb.NetworkMessage_Close{Close: &networkpb.Close{Id: id, Instance: inst}},
+	})
 }
 
 // routesThrough reports whether we have a route originated by origin with

@@ -138,6 +138,9 @@ func (n *Node) inbound(sender string, a *sdk.Advert) (*sdk.Advert, []sweep) {
 		case out.Type == sdk.Sync && r.Router != a.Origin:
 			n.refuseLocked(sender, r, fmt.Sprintf("sync for origin %q carries a route of another origin", a.Origin))
 			continue
+		case sdk.ValidateName("service name", r.Service) != nil:
+			n.refuseLocked(sender, r, sdk.ValidateName("service name", r.Service).Error())
+			continue
 		}
 		k := keyOf(r)
 		if e.Type == sdk.Delete {
