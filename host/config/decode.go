@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"sort"
 	"strings"
@@ -156,12 +157,29 @@ func (d *decoder) node(block *hcl.Block, fileStart hcl.Range) Node {
 		if a := attrs["admin"]; a != nil {
 			if s, ok := d.str(a); ok {
 				n.Admin, _ = d.endpoint(a, s, bindAddr)
+				if host, _, err := net.SplitHostPort(n.Admin); err == nil && !isLoopback(host) {
+					d.diags = append(d.diags, &hcl.Diagnostic{
+						Severity: hcl.DiagWarning,
+						Summary:  "Admin API reachable from other machines",
+						Detail:   fmt.Sprintf("The admin API has no authentication: whoever reaches %s can register and remove this node's services, which every node then routes to. Keep it on a loopback address or a unix socket, or behind a firewall.", n.Admin),
+						Subject:  a.Expr.Range().Ptr(),
+					})
+				}
 				return n
 			}
 		}
 	}
 	n.Admin = DefaultAdmin
 	return n
+}
+
+// isLoopback reports whether host names only this machine.
+func isLoopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 func (d *decoder) tls(block *hcl.Block, fileStart hcl.Range) TLS {

@@ -56,13 +56,19 @@ type Node struct {
 
 	tunnel    sdk.Tunnel
 	router    sdk.Router
-	resolvers []sdk.Resolver
+	resolvers []namedResolver
 	proxy     sdk.Proxy
 
 	mu      sync.Mutex
 	network *network.Node
 
 	stopOnce sync.Once
+}
+
+// namedResolver is a resolver with its instance name, for logs.
+type namedResolver struct {
+	name     string
+	resolver sdk.Resolver
 }
 
 // DiagnosticsError reports configuration problems found while starting,
@@ -228,7 +234,7 @@ func (n *Node) startComponents(ctx context.Context, decoded map[string]json.RawM
 			n.router = comp
 			inst.OnRestart(n.restartNetwork)
 		case sdk.Resolver:
-			n.resolvers = append(n.resolvers, comp)
+			n.resolvers = append(n.resolvers, namedResolver{name: c.Name, resolver: comp})
 		case sdk.Proxy:
 			n.proxy = comp
 		}
@@ -285,19 +291,32 @@ func (n *Node) restartNetwork(inst *supervisor.Instance) {
 	}
 }
 
-// resolvePeers asks every resolver for peers of this network. A resolver
-// that fails is logged and skipped: the others still count.
+// resolvePeers asks every resolver at once for peers of this network, each
+// within the time ctx leaves: a slow one does not hold up the others. A
+// resolver that fails is logged and skipped.
 func (n *Node) resolvePeers(ctx context.Context) ([]sdk.Node, error) {
+	type answer struct {
+		nodes []sdk.Node
+		err   error
+	}
+	answers := make([]answer, len(n.resolvers))
+	var wg sync.WaitGroup
+	for i, r := range n.resolvers {
+		wg.Go(func() {
+			nodes, err := r.resolver.Resolve(ctx, n.node.Network)
+			answers[i] = answer{nodes, err}
+		})
+	}
+	wg.Wait()
 	best := map[string]int{}
 	var errs []error
-	for _, r := range n.resolvers {
-		nodes, err := r.Resolve(ctx, n.node.Network)
-		if err != nil {
-			errs = append(errs, err)
-			n.log.Warn("resolver failed", "resolver", r.Info().Name, "error", err)
+	for i, a := range answers {
+		if a.err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.resolvers[i].name, a.err))
+			n.log.Warn("resolver failed", "resolver", n.resolvers[i].name, "error", a.err)
 			continue
 		}
-		for _, nd := range nodes {
+		for _, nd := range a.nodes {
 			if p, ok := best[nd.Address]; !ok || nd.Priority < p {
 				best[nd.Address] = nd.Priority
 			}

@@ -162,8 +162,14 @@ func Validate(svc sdk.Service, ttl time.Duration) error {
 	if ttl < 0 {
 		return fmt.Errorf("service %q: negative ttl %v", svc.Name, ttl)
 	}
+	if ttl > 0 && ttl < MinTTL {
+		return fmt.Errorf("service %q: ttl %v is shorter than %v: no heartbeat could keep up", svc.Name, ttl, MinTTL)
+	}
 	return nil
 }
+
+// MinTTL is the shortest ttl a registration may have.
+const MinTTL = 100 * time.Millisecond
 
 // Register adds or updates an instance. With ttl > 0 the instance must
 // heartbeat within every ttl or it is removed; with ttl 0 it stays until
