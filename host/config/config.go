@@ -9,6 +9,7 @@
 package config
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -209,7 +210,17 @@ func Load(path string, vars map[string]string) (*Config, hcl.Diagnostics) {
 // Parse decodes a configuration held in memory. filename names it in
 // diagnostics, and relative paths are resolved against its directory.
 func Parse(src []byte, filename string, vars map[string]string) (*Config, hcl.Diagnostics) {
-	cfg := &Config{Filename: filename, Dir: baseDir(filename)}
+	cfg := &Config{Filename: filename, Dir: baseDir(filename), Files: map[string]*hcl.File{}}
+	// The parser recurses without bound: refuse what no configuration
+	// needs before it can exhaust the stack.
+	if len(src) > MaxSize {
+		return cfg, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Configuration too large",
+			Detail: fmt.Sprintf("%s is %d bytes; a configuration may have at most %d.", filename, len(src), MaxSize)}}
+	}
+	if depth := nesting(src); depth > MaxNesting {
+		return cfg, hcl.Diagnostics{{Severity: hcl.DiagError, Summary: "Configuration nested too deeply",
+			Detail: fmt.Sprintf("%s nests brackets %d levels deep; a configuration may nest at most %d.", filename, depth, MaxNesting)}}
+	}
 	parser := hclparse.NewParser()
 	var file *hcl.File
 	var diags hcl.Diagnostics
@@ -223,6 +234,36 @@ func Parse(src []byte, filename string, vars map[string]string) (*Config, hcl.Di
 		return cfg, diags
 	}
 	return cfg, append(diags, decode(cfg, file.Body, vars)...)
+}
+
+// Limits on a configuration file, far beyond what any real one needs.
+const (
+	MaxSize    = 1 << 20
+	MaxNesting = 64
+)
+
+// nesting is the deepest nesting of brackets, braces and parentheses in
+// src outside quoted strings.
+func nesting(src []byte) int {
+	depth, deepest := 0, 0
+	inString, escaped := false, false
+	for _, c := range src {
+		switch {
+		case inString && escaped:
+			escaped = false
+		case inString && c == '\\':
+			escaped = true
+		case c == '"':
+			inString = !inString
+		case inString:
+		case c == '{' || c == '[' || c == '(':
+			depth++
+			deepest = max(deepest, depth)
+		case c == '}' || c == ']' || c == ')':
+			depth--
+		}
+	}
+	return deepest
 }
 
 func baseDir(filename string) string {

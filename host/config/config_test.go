@@ -340,3 +340,23 @@ func TestPeerErrorPointsAtElement(t *testing.T) {
 		t.Errorf("error at %v, want line 6 column 29 (the second peer)", s)
 	}
 }
+
+// Inputs built to exhaust the parser are refused before it runs.
+func TestAbsurdInputsAreRefused(t *testing.T) {
+	deep := "variable \"x\" {\n  default = " + strings.Repeat("{a=", 100) + "1" + strings.Repeat("}", 100) + "\n}\n"
+	interp := "node {\n  id = \"" + strings.Repeat("${", 70) + "1" + strings.Repeat("}", 70) + "\"\n}\n"
+	for name, src := range map[string]string{
+		"nesting":       deep,
+		"interpolation": interp,
+		"size":          "# " + strings.Repeat("x", MaxSize) + "\n",
+	} {
+		_, diags := Parse([]byte(src), "big.hcl", nil)
+		if !diags.HasErrors() || !strings.Contains(diags.Error(), "big.hcl") {
+			t.Errorf("%s: %v, want an error naming the file", name, diags)
+		}
+	}
+	// Brackets inside strings do not count.
+	if nesting([]byte(`x = "` + strings.Repeat("{", 100) + `"`)) != 0 {
+		t.Error("brackets inside a string were counted")
+	}
+}
