@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -73,6 +74,8 @@ type Options struct {
 	HealthInterval time.Duration
 	HealthTimeout  time.Duration
 	HealthFailures int
+	// StartTimeout bounds a plugin's handshake.
+	StartTimeout time.Duration
 }
 
 // Supervisor runs component instances.
@@ -114,6 +117,9 @@ func New(opts Options) (*Supervisor, error) {
 	if opts.HealthFailures == 0 {
 		opts.HealthFailures = 3
 	}
+	if opts.StartTimeout == 0 {
+		opts.StartTimeout = 10 * time.Second
+	}
 	if opts.SocketDir == "" {
 		dir, err := os.MkdirTemp("", "mh-")
 		if err != nil {
@@ -138,6 +144,7 @@ type Instance struct {
 	restarts  int
 	lastErr   error
 	pid       int
+	cmd       *exec.Cmd // the process we started; nil when reattached or at an address
 	plugin    *plugin.Client
 	broker    *plugin.GRPCBroker
 	direct    *grpc.ClientConn // for Address instances
@@ -246,7 +253,7 @@ func (i *Instance) launch(ctx context.Context) error {
 		Logger:           i.log,
 		GRPCDialOptions:  sdk.MessageSizeDialOptions(),
 		UnixSocketConfig: &plugin.UnixSocketConfig{TempDir: i.sup.opts.SocketDir},
-		StartTimeout:     10 * time.Second,
+		StartTimeout:     i.sup.opts.StartTimeout,
 		SyncStdout:       logWriter(i.log, "stdout"),
 		SyncStderr:       logWriter(i.log, "stderr"),
 	}
@@ -258,6 +265,9 @@ func (i *Instance) launch(ctx context.Context) error {
 			return err
 		}
 		cfg.Cmd = cmd
+		i.mu.Lock()
+		i.cmd = cmd
+		i.mu.Unlock()
 		if i.spec.SHA256 != "" {
 			if err := CheckSHA256(i.spec.Path, i.spec.SHA256); err != nil {
 				return err
@@ -270,17 +280,17 @@ func (i *Instance) launch(ctx context.Context) error {
 	pc := plugin.NewClient(cfg)
 	rpc, err := pc.Client()
 	if err != nil {
-		pc.Kill()
+		i.kill(pc)
 		return fmt.Errorf("starting plugin: %w", err)
 	}
 	raw, err := rpc.Dispense(sdk.PluginName)
 	if err != nil {
-		pc.Kill()
+		i.kill(pc)
 		return fmt.Errorf("plugin handshake: %w", err)
 	}
 	pconn, ok := raw.(*sdk.PluginConn)
 	if !ok {
-		pc.Kill()
+		i.kill(pc)
 		return fmt.Errorf("plugin handshake: unexpected %T", raw)
 	}
 	i.mu.Lock()
@@ -291,10 +301,28 @@ func (i *Instance) launch(ctx context.Context) error {
 	i.mu.Unlock()
 	i.conn.conn.Store(pconn.Conn)
 	if err := i.checkKind(ctx); err != nil {
-		pc.Kill()
+		i.kill(pc)
 		return err
 	}
 	return nil
+}
+
+// kill ends a plugin process we started, with everything it started: it
+// runs in a process group of its own, and a child left holding its output
+// would otherwise keep go-plugin waiting for ever.
+func (i *Instance) kill(pc *plugin.Client) {
+	i.killGroup()
+	pc.Kill()
+}
+
+// killGroup ends what is left of the process group of the plugin we started.
+func (i *Instance) killGroup() {
+	i.mu.Lock()
+	cmd := i.cmd
+	i.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
 }
 
 // CheckSHA256 checks that the file at path has the given hex SHA-256.
@@ -321,14 +349,24 @@ func CheckSHA256(path, want string) error {
 func (i *Instance) command() (*exec.Cmd, error) {
 	switch {
 	case i.spec.Builtin != "":
-		return exec.Command(i.sup.opts.Self, "plugin", "serve", i.spec.Builtin), nil
+		return ownGroup(exec.Command(i.sup.opts.Self, "plugin", "serve", i.spec.Builtin)), nil
 	case i.spec.Path != "":
 		if _, err := os.Stat(i.spec.Path); err != nil {
 			return nil, fmt.Errorf("plugin binary: %w", err)
 		}
-		return exec.Command(i.spec.Path), nil
+		return ownGroup(exec.Command(i.spec.Path)), nil
 	}
 	return nil, errors.New("neither builtin, plugin path nor address given")
+}
+
+// ownGroup runs cmd in a process group of its own, so that the plugin and
+// whatever it starts can be ended together, and signals meant for the
+// host's group (a terminal's Ctrl-C) reach the host alone, which stops its
+// plugins in order.
+func ownGroup(cmd *exec.Cmd) *exec.Cmd {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.WaitDelay = time.Second
+	return cmd
 }
 
 func (i *Instance) checkKind(ctx context.Context) error {
@@ -527,6 +565,7 @@ func (i *Instance) Stop() {
 			i.log.Warn("component did not drain cleanly", "error", err)
 		}
 		pc.Kill()
+		i.killGroup()
 	}
 	if direct != nil {
 		direct.Close()

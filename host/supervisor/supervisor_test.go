@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -36,6 +37,7 @@ func pluginBinary(t *testing.T, name string) string {
 		for bin, pkg := range map[string]string{
 			"resolver-file": "../../examples/resolver-file",
 			"junkplugin":    "./testdata/junkplugin",
+			"hangplugin":    "./testdata/hangplugin",
 		} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(binDir, bin), pkg).CombinedOutput()
 			if err != nil {
@@ -278,4 +280,50 @@ func TestHungPluginIsKilledAndRestarted(t *testing.T) {
 	if nodes := resolve(t, inst); len(nodes) != 2 {
 		t.Fatalf("resolve after the restart: %+v", nodes)
 	}
+}
+
+// A plugin that never shakes hands fails to start in bounded time, and
+// nothing it started is left behind, even a child holding its output.
+func TestPluginThatNeverStartsLeavesNothing(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child")
+	t.Setenv("HANG_CHILD_PID_FILE", pidFile)
+	s, err := New(Options{Log: hclog.NewNullLogger(), StartTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.StopAll)
+	bin := pluginBinary(t, "hangplugin")
+	done := make(chan error, 1)
+	go func() {
+		_, err := s.Start(t.Context(), Spec{Name: "hang", Kind: sdk.KindResolver, Path: bin})
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("a plugin that never completed its handshake was started")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("Start hung on a plugin that never completed its handshake")
+	}
+	raw, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := strconv.Atoi(string(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for processAlive(child) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the plugin's child %d outlived it", child)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func processAlive(pid int) bool {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	return err == nil && !strings.Contains(string(stat), ") Z ")
 }
