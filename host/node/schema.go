@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os/exec"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -53,7 +54,9 @@ func ComponentSchema(ctx context.Context, c *config.Component) (sdk.Schema, erro
 		var stdout, stderr bytes.Buffer
 		cmd := exec.CommandContext(ctx, c.Plugin, "describe")
 		cmd.Stdout, cmd.Stderr = &stdout, &stderr
-		// A plugin's children may hold its output open: stop waiting anyway.
+		// A plugin's children may hold its output open: end them with it.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+		cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 		cmd.WaitDelay = time.Second
 		if err := cmd.Run(); err != nil {
 			if ctx.Err() != nil {
