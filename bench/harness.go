@@ -7,6 +7,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -27,9 +28,48 @@ type measurement struct {
 	Setup    func(ctx context.Context) error
 	Pair     func(ctx context.Context, i int) (float64, error)
 	Teardown func()
-	// Pairs overrides the default number of pairs (a deterministic
-	// simulation needs fewer).
-	Pairs int
+	// Uses names the shared fixtures the measurement needs; a fixture is
+	// closed after the last selected measurement that uses it.
+	Uses []fixture
+}
+
+// A fixture is something several measurements share, such as a running
+// overlay: started by the first that needs it, closed after the last.
+type fixture interface{ close() }
+
+// shared starts its value on first use and keeps it until closed.
+type shared[T any] struct {
+	start func(ctx context.Context) (T, func(), error)
+
+	mu   sync.Mutex
+	done bool
+	v    T
+	err  error
+	stop func()
+}
+
+func newShared[T any](start func(ctx context.Context) (T, func(), error)) *shared[T] {
+	return &shared[T]{start: start}
+}
+
+func (s *shared[T]) get(ctx context.Context) (T, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.done {
+		s.done = true
+		s.v, s.stop, s.err = s.start(ctx)
+	}
+	return s.v, s.err
+}
+
+func (s *shared[T]) close() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stop != nil {
+		s.stop()
+		s.stop = nil
+	}
+	s.done = false // a later get starts it again
 }
 
 type result struct {
@@ -58,6 +98,8 @@ func (r result) spread() (lo, hi float64) {
 
 func (r result) format(v float64) string {
 	switch {
+	case r.m.Unit == "x" && v != 0 && math.Abs(v) < 0.1:
+		return fmt.Sprintf("%.2gx", v) // two significant digits, not 0.00x
 	case r.m.Unit == "x":
 		return fmt.Sprintf("%.2fx", v)
 	case math.Abs(v) >= 100:
@@ -81,9 +123,6 @@ func (r result) verdict() string {
 func run(ctx context.Context, m *measurement, pairs int, progress io.Writer) result {
 	start := time.Now()
 	r := result{m: m}
-	if m.Pairs > 0 {
-		pairs = m.Pairs
-	}
 	if m.Setup != nil {
 		if r.err = m.Setup(ctx); r.err != nil {
 			return r

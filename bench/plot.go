@@ -58,13 +58,16 @@ func plotLatency(_ []result, path string) (bool, error) {
 	p := plot.New()
 	p.Title.Text = "unary call latency by percentile"
 	p.X.Label.Text = "percentile"
-	p.Y.Label.Text = "latency (µs)"
+	p.Y.Label.Text = "latency (µs, log scale)"
+	// Sequential calls take microseconds, calls under load up to seconds.
+	p.Y.Scale = plot.LogScale{}
+	p.Y.Tick.Marker = plot.LogTicks{Prec: -1}
 	var lines []any
 	for _, label := range latencies.order {
 		pts := make(plotter.XYs, len(plotPercentiles))
 		for i, q := range plotPercentiles {
 			pts[i].X = float64(i)
-			pts[i].Y = float64(percentile(latencies.byName[label], q).Microseconds())
+			pts[i].Y = max(1, float64(percentile(latencies.byName[label], q).Microseconds())) // log scale: no zero
 		}
 		lines = append(lines, label, pts)
 	}

@@ -1,0 +1,230 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/microhost/microhost/host/builtin"
+	"github.com/microhost/microhost/sdk"
+)
+
+// G14: an idle node (host, tunnel, router and proxy processes) linked to
+// 50 peer nodes (host, tunnel and router processes each). Each pair is one
+// window of idleness; G14 reads the largest RSS of the node's processes at
+// its end, G14-cpu the largest CPU share of one of them during it.
+const (
+	footprintPeers  = 50
+	footprintSettle = 10 * time.Second // after the last link, before measuring
+	footprintWindow = 4 * time.Second
+	clockTicks      = 100 // USER_HZ: /proc/PID/stat times are in 1/100 s on Linux
+)
+
+type hub struct {
+	net  *network
+	node *procNode
+	mu   sync.Mutex
+	by   map[int]window
+}
+
+// window is what the node's processes used during one idle window.
+type window struct {
+	maxRSS   float64 // MB, the largest process
+	maxCPU   float64 // percent of one core, the busiest process
+	totalCPU float64 // percent of one core, all of the node's processes
+}
+
+var hubFixture = newShared(func(ctx context.Context) (*hub, func(), error) {
+	nw, err := newNetwork()
+	if err != nil {
+		return nil, nil, err
+	}
+	listen, err := freeUDP()
+	if err != nil {
+		nw.close()
+		return nil, nil, err
+	}
+	proxy, err := freeTCP()
+	if err != nil {
+		nw.close()
+		return nil, nil, err
+	}
+	fmt.Printf("  starting the node and %d peer nodes\n", footprintPeers)
+	n, err := nw.start(ctx, nodeSpec{ID: "hub", Listen: listen, Proxy: proxy})
+	if err != nil {
+		nw.close()
+		return nil, nil, err
+	}
+	var specs []nodeSpec
+	for i := range footprintPeers {
+		addr, err := freeUDP()
+		if err != nil {
+			nw.close()
+			return nil, nil, err
+		}
+		specs = append(specs, nodeSpec{ID: fmt.Sprintf("peer-%02d", i), Listen: addr, Peers: []string{listen}})
+	}
+	if _, err := nw.startAll(ctx, specs); err != nil {
+		nw.close()
+		return nil, nil, err
+	}
+	if err := pollAll(ctx, []*procNode{n}, 60*time.Second, fmt.Sprintf("the node to have %d links up", footprintPeers), func(ctx context.Context, n *procNode) bool {
+		links, err := n.admin.Links(ctx)
+		up := 0
+		for _, l := range links {
+			if l.State == sdk.LinkUp {
+				up++
+			}
+		}
+		return err == nil && up >= footprintPeers
+	}); err != nil {
+		nw.close()
+		return nil, nil, err
+	}
+	fmt.Printf("  %d links up; letting the node settle for %v\n", footprintPeers, footprintSettle)
+	select {
+	case <-time.After(footprintSettle):
+	case <-ctx.Done():
+		nw.close()
+		return nil, nil, ctx.Err()
+	}
+	return &hub{node: n, by: map[int]window{}}, nw.close, nil
+})
+
+// window returns idle window i, measuring it the first time it is asked.
+func (h *hub) window(ctx context.Context, i int) (window, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if w, ok := h.by[i]; ok {
+		return w, nil
+	}
+	pids := append([]int{h.node.pid()}, children(h.node.pid())...)
+	if len(pids) < 4 {
+		return window{}, fmt.Errorf("the node has %d processes, want its host and 3 plugins", len(pids))
+	}
+	before := make([]int64, len(pids))
+	for k, pid := range pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			return window{}, err
+		}
+		before[k] = t
+	}
+	start := time.Now()
+	select {
+	case <-time.After(footprintWindow):
+	case <-ctx.Done():
+		return window{}, ctx.Err()
+	}
+	elapsed := time.Since(start).Seconds()
+	var w window
+	var report []string
+	for k, pid := range pids {
+		t, err := cpuTicks(pid)
+		if err != nil {
+			return window{}, err
+		}
+		rss, err := rssMB(pid)
+		if err != nil {
+			return window{}, err
+		}
+		cpu := float64(t-before[k]) / clockTicks / elapsed * 100
+		w.maxRSS = max(w.maxRSS, rss)
+		w.maxCPU = max(w.maxCPU, cpu)
+		w.totalCPU += cpu
+		report = append(report, fmt.Sprintf("%s[%d] %.1f MB %.1f%%", processName(pid), pid, rss, cpu))
+	}
+	fmt.Printf("    %s; all %.1f%% CPU\n", strings.Join(report, ", "), w.totalCPU)
+	h.by[i] = w
+	return w, nil
+}
+
+// cpuTicks is the user and system time of pid, in clock ticks.
+func cpuTicks(pid int) (int64, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	// utime and stime are fields 14 and 15 of proc(5); f starts at field 3.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("/proc/%d/stat: %d fields", pid, len(f))
+	}
+	var total int64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/stat: %w", pid, err)
+		}
+		total += v
+	}
+	return total, nil
+}
+
+// rssMB is the resident set of pid (VmRSS), in MB.
+func rssMB(pid int) (float64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
+			if err != nil {
+				return 0, fmt.Errorf("/proc/%d/status: VmRSS: %w", pid, err)
+			}
+			return kb / 1024, nil
+		}
+	}
+	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
+}
+
+// processName names a node's process: "host", or its plugin's name.
+func processName(pid int) string {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "cmdline"))
+	if err != nil {
+		return strconv.Itoa(pid)
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	switch {
+	case len(args) >= 4 && args[1] == "plugin" && args[2] == "serve":
+		return args[3]
+	case slices.Contains(builtin.Names(), filepath.Base(args[0])): // -pprof
+		return filepath.Base(args[0])
+	}
+	return "host"
+}
+
+func footprint(id, name, unit, target string, pass func(float64) bool, read func(window) float64) *measurement {
+	return &measurement{
+		ID: id, Name: name, Baseline: "—", Unit: unit, Target: target, Pass: pass,
+		Uses: []fixture{hubFixture},
+		Setup: func(ctx context.Context) error {
+			_, err := hubFixture.get(ctx)
+			return err
+		},
+		Pair: func(ctx context.Context, i int) (float64, error) {
+			h, err := hubFixture.get(ctx)
+			if err != nil {
+				return 0, err
+			}
+			w, err := h.window(ctx, i)
+			return read(w), err
+		},
+	}
+}
+
+func idleRSS() *measurement {
+	return footprint("G14", fmt.Sprintf("RSS of an idle node's largest process (host or plugin), %d peers", footprintPeers),
+		"MB", "<= 40 MB", atMost(40), func(w window) float64 { return w.maxRSS })
+}
+
+func idleCPU() *measurement {
+	return footprint("G14-cpu", fmt.Sprintf("CPU of an idle node's busiest process (host or plugin), %d peers, %v windows", footprintPeers, footprintWindow),
+		"%", "<= 1%", atMost(1), func(w window) float64 { return w.maxCPU })
+}
