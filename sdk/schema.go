@@ -9,13 +9,13 @@ import (
 type Type string
 
 const (
-	TypeString     Type = "string"
-	TypeNumber     Type = "number"
-	TypeBool       Type = "bool"
-	TypeDuration   Type = "duration" // a string such as "30s", checked by time.ParseDuration
+	TypeString   Type = "string"
+	TypeNumber   Type = "number"
+	TypeBool     Type = "bool"
+	TypeDuration Type = "duration" // a string such as "30s", checked by time.ParseDuration
 	// TypePath is a file path; a relative one is made absolute against the
 	// directory of the file it was written in, not the plugin's working directory.
-	TypePath Type = "path"
+	TypePath       Type = "path"
 	TypeListString Type = "list(string)"
 	TypeMapString  Type = "map(string)"
 )

@@ -356,7 +356,7 @@ func TestAbsurdInputsAreRefused(t *testing.T) {
 		}
 	}
 	// Brackets inside strings do not count.
-	if nesting([]byte(`x = "` + strings.Repeat("{", 100) + `"`)) != 0 {
+	if nesting([]byte(`x = "`+strings.Repeat("{", 100)+`"`)) != 0 {
 		t.Error("brackets inside a string were counted")
 	}
 }
