@@ -9,6 +9,7 @@ build:
 	go build -o bin/microhost ./cmd/microhost
 
 test:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$unformatted" ]; then echo "gofmt would change: $$unformatted"; exit 1; fi
 	go vet ./...
 	go test -race -count=1 -timeout 20m ./...
 	# The 1000-node simulation runs in real time, too slowly under -race.
