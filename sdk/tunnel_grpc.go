@@ -14,6 +14,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/go-plugin"
 	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -246,8 +247,10 @@ func (s *tunnelServer) startDataPath() error {
 	if s.data != nil {
 		return nil
 	}
-	// Unix socket paths are limited to ~104 bytes: the temp dir keeps them short.
-	dir, err := os.MkdirTemp("", "mh-tun-")
+	// Under a host, the socket goes in the directory go-plugin gives the
+	// plugin for its sockets, which the host clears; standalone, in the temp
+	// dir. Both keep the path short: unix socket paths are limited to ~104 bytes.
+	dir, err := os.MkdirTemp(os.Getenv(plugin.EnvUnixSocketDir), "tun-")
 	if err != nil {
 		return err
 	}

@@ -6,11 +6,14 @@ package node
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -63,6 +66,25 @@ type Node struct {
 	network *network.Node
 
 	stopOnce sync.Once
+}
+
+// pluginSocketDir makes the directory of this node's plugin sockets. Its
+// path is short (unix socket paths are limited to ~104 bytes) and the same
+// for every run of the node, so what a killed run left there is cleared.
+func pluginSocketDir(dataDir string) (string, error) {
+	abs, err := filepath.Abs(dataDir)
+	if err != nil {
+		return "", err
+	}
+	sum := sha256.Sum256([]byte(abs))
+	dir := filepath.Join(os.TempDir(), "mh-"+hex.EncodeToString(sum[:6]))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", fmt.Errorf("clearing the plugin socket directory: %w", err)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return "", fmt.Errorf("plugin socket directory: %w", err)
+	}
+	return dir, nil
 }
 
 // namedResolver is a resolver with its instance name, for logs.
@@ -133,7 +155,7 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if n.admin, err = startAdmin(n, cfg.Node.Admin); err != nil {
 		return nil, n.argumentError(cfg.Node.Source, "admin", "Cannot serve the admin API", err)
 	}
-	socketDir, err := os.MkdirTemp("", "mh-")
+	socketDir, err := pluginSocketDir(cfg.Node.DataDir)
 	if err != nil {
 		return nil, err
 	}
