@@ -91,7 +91,10 @@ type Node struct {
 	Admin     string // "HOST:PORT" or "unix:/path"
 	HTTP      string // "" disables /metrics and /healthz
 	Peers     []string
-	DataDir   string
+	// MinPeers, when above 0, is how many neighbours the node keeps: with
+	// fewer, it links to nodes of its network seen in its neighbours' graphs.
+	MinPeers int
+	DataDir  string
 }
 
 // TLS is the tls { } block. Paths are absolute.

@@ -234,6 +234,8 @@ service "a" { address = "127.0.0.1:2" }`, []string{"6: Duplicate service"}},
 		{"service without address", minimal + `service "a" {}`, []string{`"address" is required`}},
 		{"bad service name", minimal + `service "a b" { address = "127.0.0.1:1" }`, []string{"Invalid service name"}},
 		{"bad node id", minimal + `node { id = "../etc" }`, []string{"Invalid node id"}},
+		{"bad min_peers", minimal + `node { min_peers = 2.5 }`, []string{"Invalid min_peers"}},
+		{"negative min_peers", minimal + `node { min_peers = -1 }`, []string{"Invalid min_peers"}},
 		{"port zero peer", minimal + `node { peers = ["127.0.0.1:0"] }`, []string{"port 0 cannot be connected to"}},
 		{"null peer", minimal + `node { peers = ["127.0.0.1:1", null] }`, []string{"must not be null"}},
 		{"empty unix socket", minimal + `node { admin = "unix:" }`, []string{"needs a path"}},
@@ -358,5 +360,15 @@ func TestAbsurdInputsAreRefused(t *testing.T) {
 	// Brackets inside strings do not count.
 	if nesting([]byte(`x = "`+strings.Repeat("{", 100)+`"`)) != 0 {
 		t.Error("brackets inside a string were counted")
+	}
+}
+
+func TestMinPeers(t *testing.T) {
+	cfg, diags := Parse([]byte(minimal+"node {\n  min_peers = 3\n}\n"), "m.hcl", nil)
+	if diags.HasErrors() {
+		t.Fatal(diags.Error())
+	}
+	if cfg.Node.MinPeers != 3 {
+		t.Fatalf("min_peers = %d, want 3", cfg.Node.MinPeers)
 	}
 }

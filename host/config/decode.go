@@ -2,6 +2,7 @@ package config
 
 import (
 	"fmt"
+	"math/big"
 	"net"
 	"regexp"
 	"sort"
@@ -9,6 +10,7 @@ import (
 
 	"github.com/hashicorp/hcl/v2"
 	"github.com/microhost/microhost/sdk"
+	"github.com/zclconf/go-cty/cty"
 )
 
 var rootSchema = &hcl.BodySchema{
@@ -27,7 +29,7 @@ var rootSchema = &hcl.BodySchema{
 var nodeSchema = &hcl.BodySchema{
 	Attributes: []hcl.AttributeSchema{
 		{Name: "id"}, {Name: "network"}, {Name: "listen"}, {Name: "advertise"},
-		{Name: "admin"}, {Name: "http"}, {Name: "peers"}, {Name: "data_dir"},
+		{Name: "admin"}, {Name: "http"}, {Name: "peers"}, {Name: "min_peers"}, {Name: "data_dir"},
 	},
 }
 
@@ -146,6 +148,15 @@ func (d *decoder) node(block *hcl.Block, fileStart hcl.Range) Node {
 					if d.hostPort(elementRange(a.Expr, i, len(peers)), "peer", p, dialAddr) {
 						n.Peers = append(n.Peers, p)
 					}
+				}
+			}
+		}
+		if a := attrs["min_peers"]; a != nil {
+			if v, ok := d.value(a, cty.Number); ok {
+				if i, acc := v.AsBigFloat().Int64(); acc != big.Exact || i < 0 || i > 64 {
+					d.errorf(a.Expr.Range(), "Invalid min_peers", "min_peers is a whole number from 0 to 64, not %s.", v.AsBigFloat().String())
+				} else {
+					n.MinPeers = int(i)
 				}
 			}
 		}

@@ -274,7 +274,7 @@ func (n *Node) newNetwork() (*network.Node, error) {
 	}
 	return network.New(network.Config{
 		NodeID: n.id, Network: n.node.Network, Address: addr,
-		Tunnel: n.tunnel, Router: n.router, Peers: n.node.Peers,
+		Tunnel: n.tunnel, Router: n.router, Peers: n.node.Peers, MinPeers: n.cfg.Node.MinPeers,
 		Resolve: n.resolvePeers, Log: n.log,
 	})
 }

@@ -65,6 +65,8 @@ type nodeSpec struct {
 	Network string
 	// Tunnel holds extra lines for the tunnel's config block.
 	Tunnel string
+	// MinPeers sets node { min_peers }.
+	MinPeers int
 	// Wrap runs the node through another command, e.g. `ip netns exec NS`.
 	Wrap []string
 }
@@ -88,6 +90,7 @@ func (s nodeSpec) config(dir string) string {
   listen   = %q
   admin    = %q
   peers    = [%s]
+  min_peers = %d
   data_dir = %q
 }
 tls {
@@ -105,7 +108,7 @@ router "memory" {
     flush_interval = "50ms"
   }
 }
-%s%s`, s.ID, network, s.Listen, "unix:"+filepath.Join(dir, "admin.sock"), strings.Join(peers, ", "), filepath.Join(dir, "data"),
+%s%s`, s.ID, network, s.Listen, "unix:"+filepath.Join(dir, "admin.sock"), strings.Join(peers, ", "), s.MinPeers, filepath.Join(dir, "data"),
 		filepath.Join(certDir, "ca.pem"), filepath.Join(certDir, s.ID+".pem"), filepath.Join(certDir, s.ID+"-key.pem"), s.Tunnel, proxy, s.Extra)
 }
 

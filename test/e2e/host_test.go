@@ -238,3 +238,20 @@ func TestSighupReloadsCertificatesWithoutDroppingLinks(t *testing.T) {
 	}
 	t.Fatal("the link to b is gone after the reload")
 }
+
+// A node with min_peers links to nodes it learns of through its peers'
+// graphs, beyond its static peers.
+func TestMinPeersLinksToNodesSeenThroughPeers(t *testing.T) {
+	aAddr, bAddr := freeUDP(t, "127.0.0.1"), freeUDP(t, "127.0.0.1")
+	startNode(t, nodeSpec{ID: "a", Listen: aAddr})
+	startNode(t, nodeSpec{ID: "b", Listen: bAddr, Peers: []string{aAddr}})
+	c := startNode(t, nodeSpec{ID: "c", Listen: freeUDP(t, "127.0.0.1"), Peers: []string{bAddr}, MinPeers: 2})
+	waitFor(t, 20*time.Second, "c links to a, which only b's graph names", func() bool {
+		for _, l := range c.links() {
+			if l.Peer == "a" && l.State == sdk.LinkUp {
+				return true
+			}
+		}
+		return false
+	})
+}
