@@ -212,6 +212,9 @@ func hopCount(md metadata.MD) (int, error) {
 	}
 	n, err := strconv.Atoi(v)
 	if err != nil || n < 0 {
+		if len(v) > 32 {
+			v = v[:32] + "..." // whatever a client sent, the error stays short
+		}
 		return 0, fmt.Errorf("proxy: metadata %s=%q is not a hop count", HopsKey, v)
 	}
 	return n, nil
