@@ -481,7 +481,9 @@ func (n *Node) acceptLoop(l sdk.Listener, handle func(sdk.Session, *sdk.Message)
 		s, err := l.Accept(n.runCtx)
 		if err != nil {
 			if n.runCtx.Err() == nil {
-				n.log.Error("listener failed; the channel is deaf until restart", "channel", l.Channel(), "error", err)
+				// The tunnel went away (a plugin restart); its owner starts
+				// the protocol again with the new one.
+				n.log.Warn("listener ended; the channel is deaf until the network protocol restarts", "channel", l.Channel(), "error", err)
 			}
 			return
 		}
