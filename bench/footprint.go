@@ -27,7 +27,6 @@ const (
 )
 
 type hub struct {
-	net  *network
 	node *procNode
 	mu   sync.Mutex
 	by   map[int]window
