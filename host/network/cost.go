@@ -16,6 +16,9 @@ const (
 	costUnit       = 100 * time.Microsecond
 	unmeasuredCost = 1000
 	maxLinkCost    = 1_000_000
+	// minCostChange is the least change of a link's cost (1 ms) that is
+	// taken up; see settleCost.
+	minCostChange = 10
 	// maxMetric bounds accumulated metrics far below overflow.
 	maxMetric = 1 << 40
 )
@@ -29,9 +32,11 @@ func linkCost(rtt time.Duration) int64 {
 }
 
 // settleCost applies hysteresis: RTTs jitter, and every change of a link's
-// cost changes the metric of every route through it, so the cost in use
-// moves only when the measured one differs by more than a quarter (and by
-// more than 2 units).
+// cost changes the metric of every route through it and is advertised, so
+// the cost in use moves only when the measured one differs by more than a
+// quarter and by more than minCostChange. Below a millisecond, RTTs on a
+// LAN or loopback wander by several times under load without telling one
+// path from another.
 func settleCost(current, measured int64) int64 {
 	if current == 0 {
 		return measured
@@ -40,7 +45,7 @@ func settleCost(current, measured int64) int64 {
 	if diff < 0 {
 		diff = -diff
 	}
-	if diff > max(2, current/4) {
+	if diff > max(minCostChange, current/4) {
 		return measured
 	}
 	return current

@@ -126,9 +126,10 @@ func TestLinkCost(t *testing.T) {
 	for _, c := range []struct{ cur, measured, want int64 }{
 		{0, 7, 7},       // first measurement
 		{10, 12, 10},    // jitter
-		{10, 13, 13},    // real change
-		{1, 3, 1},       // tiny costs move by more than 2
-		{1, 4, 4},       //
+		{10, 20, 10},    // below a millisecond: jitter still
+		{10, 21, 21},    // real change
+		{1, 11, 1},      // tiny costs move by more than 1 ms
+		{1, 12, 12},     //
 		{400, 480, 400}, // within a quarter
 		{400, 520, 520},
 	} {
