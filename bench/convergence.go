@@ -74,10 +74,6 @@ func simConvergence() *measurement {
 		ID: "G9", Name: "route convergence, 50 simulated nodes (slower of announce and withdraw)", Baseline: "—",
 		Unit: "s", Target: "<= 2 s", Pass: atMost(2),
 		Uses: []fixture{simFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := simFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, i int) (float64, error) {
 			c, err := simFixture.get(ctx)
 			if err != nil {
@@ -97,10 +93,6 @@ func messagesPerLink() *measurement {
 		ID: "G11", Name: "control messages per route change, per link, 50 simulated nodes (larger of announce and withdraw)", Baseline: "—",
 		Unit: "msgs", Target: "<= 2", Pass: atMost(2),
 		Uses: []fixture{simFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := simFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, i int) (float64, error) {
 			c, err := simFixture.get(ctx)
 			if err != nil {
@@ -304,10 +296,6 @@ func ringMeasurement(id, name, unit, target string, pass func(float64) bool, rea
 	return &measurement{
 		ID: id, Name: name, Baseline: "—", Unit: unit, Target: target, Pass: pass,
 		Uses: []fixture{ringFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := ringFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, i int) (float64, error) {
 			r, err := ringFixture.get(ctx)
 			if err != nil {

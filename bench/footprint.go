@@ -203,10 +203,6 @@ func footprint(id, name, unit, target string, pass func(float64) bool, read func
 	return &measurement{
 		ID: id, Name: name, Baseline: "—", Unit: unit, Target: target, Pass: pass,
 		Uses: []fixture{hubFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := hubFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, i int) (float64, error) {
 			h, err := hubFixture.get(ctx)
 			if err != nil {

@@ -23,19 +23,20 @@ type measurement struct {
 	Target string
 	// Pass says whether a median meets the target.
 	Pass func(median float64) bool
-	// Pair runs pair i and returns the sample. Setup and Teardown, if set,
-	// run once around all pairs.
-	Setup    func(ctx context.Context) error
-	Pair     func(ctx context.Context, i int) (float64, error)
-	Teardown func()
-	// Uses names the shared fixtures the measurement needs; a fixture is
-	// closed after the last selected measurement that uses it.
+	// Pair runs pair i and returns the sample.
+	Pair func(ctx context.Context, i int) (float64, error)
+	// Uses names the shared fixtures the measurement needs: they are made
+	// ready before its first pair, so that no pair pays for starting them,
+	// and closed after the last selected measurement that uses them.
 	Uses []fixture
 }
 
 // A fixture is something several measurements share, such as a running
 // overlay: started by the first that needs it, closed after the last.
-type fixture interface{ close() }
+type fixture interface {
+	ready(ctx context.Context) error
+	close()
+}
 
 // shared starts its value on first use and keeps it until closed.
 type shared[T any] struct {
@@ -50,6 +51,11 @@ type shared[T any] struct {
 
 func newShared[T any](start func(ctx context.Context) (T, func(), error)) *shared[T] {
 	return &shared[T]{start: start}
+}
+
+func (s *shared[T]) ready(ctx context.Context) error {
+	_, err := s.get(ctx)
+	return err
 }
 
 func (s *shared[T]) get(ctx context.Context) (T, error) {
@@ -123,13 +129,10 @@ func (r result) verdict() string {
 func run(ctx context.Context, m *measurement, pairs int, progress io.Writer) result {
 	start := time.Now()
 	r := result{m: m}
-	if m.Setup != nil {
-		if r.err = m.Setup(ctx); r.err != nil {
+	for _, f := range m.Uses {
+		if r.err = f.ready(ctx); r.err != nil {
 			return r
 		}
-	}
-	if m.Teardown != nil {
-		defer m.Teardown()
 	}
 	for i := range pairs {
 		v, err := m.Pair(ctx, i)

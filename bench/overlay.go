@@ -174,10 +174,6 @@ func unaryP50Remote() *measurement {
 		ID: "G1", Name: "unary p50 through 2 nodes", Baseline: "direct gRPC unary p50",
 		Unit: "x", Target: "<= 3x (<= 5x for now)", Pass: atMost(5),
 		Uses: []fixture{overlayFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := overlayFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, _ int) (float64, error) {
 			o, err := overlayFixture.get(ctx)
 			if err != nil {
@@ -193,10 +189,6 @@ func unaryP50Local() *measurement {
 		ID: "G2", Name: "unary p50 through 1 node (local route)", Baseline: "direct gRPC unary p50",
 		Unit: "x", Target: "<= 1.8x", Pass: atMost(1.8),
 		Uses: []fixture{overlayFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := overlayFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, _ int) (float64, error) {
 			o, err := overlayFixture.get(ctx)
 			if err != nil {
@@ -264,10 +256,6 @@ func maxQPSRemote() *measurement {
 		ID: "G4", Name: fmt.Sprintf("max unary QPS through 2 nodes (%d callers)", loadWorkers), Baseline: "direct max QPS",
 		Unit: "x", Target: ">= 0.4x", Pass: atLeast(0.4),
 		Uses: []fixture{overlayFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := overlayFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, _ int) (float64, error) {
 			o, err := overlayFixture.get(ctx)
 			if err != nil {
@@ -345,10 +333,6 @@ func p99AtHalfLoad() *measurement {
 		ID: "G3", Name: "unary p99 at 50% of direct saturation rate, through 2 nodes", Baseline: "direct p99 at that rate",
 		Unit: "x", Target: "<= 4x", Pass: atMost(4),
 		Uses: []fixture{overlayFixture},
-		Setup: func(ctx context.Context) error {
-			_, err := overlayFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, _ int) (float64, error) {
 			o, err := overlayFixture.get(ctx)
 			if err != nil {

@@ -147,13 +147,6 @@ func streamThroughput() *measurement {
 		ID: "G6", Name: fmt.Sprintf("one gRPC stream's throughput through 2 nodes (%d MiB)", streamBytes>>20), Baseline: "raw quic-go single stream",
 		Unit: "x", Target: ">= 0.8x", Pass: atLeast(0.8),
 		Uses: []fixture{overlayFixture, rawQUICFixture},
-		Setup: func(ctx context.Context) error {
-			if _, err := rawQUICFixture.get(ctx); err != nil {
-				return err
-			}
-			_, err := overlayFixture.get(ctx)
-			return err
-		},
 		Pair: func(ctx context.Context, _ int) (float64, error) {
 			r, err := rawQUICFixture.get(ctx)
 			if err != nil {
