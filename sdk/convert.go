@@ -11,21 +11,32 @@ import (
 // Conversions between the Go API and its wire form. Zero times travel as
 // unset timestamps so that "never expires" survives the round trip.
 
-func timeToPB(t time.Time) *timestamppb.Timestamp {
+// TimeToPB converts a time to its wire form; the zero time travels unset.
+func TimeToPB(t time.Time) *timestamppb.Timestamp {
 	if t.IsZero() {
 		return nil
 	}
 	return timestamppb.New(t)
 }
 
-func timeFromPB(t *timestamppb.Timestamp) time.Time {
+// TimeFromPB converts a time from its wire form; unset is the zero time.
+func TimeFromPB(t *timestamppb.Timestamp) time.Time {
 	if t == nil {
 		return time.Time{}
 	}
 	return t.AsTime()
 }
 
-func durationFromPB(d *durationpb.Duration) time.Duration {
+// DurationToPB converts a duration to its wire form; zero travels unset.
+func DurationToPB(d time.Duration) *durationpb.Duration {
+	if d == 0 {
+		return nil
+	}
+	return durationpb.New(d)
+}
+
+// DurationFromPB converts a duration from its wire form; unset is zero.
+func DurationFromPB(d *durationpb.Duration) time.Duration {
 	if d == nil {
 		return 0
 	}
@@ -37,7 +48,7 @@ func RouteToPB(r Route) *pb.Route {
 	return &pb.Route{
 		Service: r.Service, Address: r.Address, Gateway: r.Gateway, Network: r.Network,
 		Router: r.Router, Link: r.Link, Metric: r.Metric, Seq: r.Seq, Path: r.Path,
-		Expires: timeToPB(r.Expires), Endpoints: r.Endpoints, Metadata: r.Metadata,
+		Expires: TimeToPB(r.Expires), Endpoints: r.Endpoints, Metadata: r.Metadata,
 	}
 }
 
@@ -46,7 +57,7 @@ func RouteFromPB(r *pb.Route) Route {
 	return Route{
 		Service: r.GetService(), Address: r.GetAddress(), Gateway: r.GetGateway(), Network: r.GetNetwork(),
 		Router: r.GetRouter(), Link: r.GetLink(), Metric: r.GetMetric(), Seq: r.GetSeq(), Path: r.GetPath(),
-		Expires: timeFromPB(r.GetExpires()), Endpoints: r.GetEndpoints(), Metadata: r.GetMetadata(),
+		Expires: TimeFromPB(r.GetExpires()), Endpoints: r.GetEndpoints(), Metadata: r.GetMetadata(),
 	}
 }
 
@@ -69,7 +80,7 @@ func routesFromPB(rs []*pb.Route) []Route {
 // EventToPB converts a table event to its wire form.
 func EventToPB(e Event) *pb.Event {
 	return &pb.Event{
-		Type: pb.EventType(e.Type), Timestamp: timeToPB(e.Timestamp),
+		Type: pb.EventType(e.Type), Timestamp: TimeToPB(e.Timestamp),
 		Route: RouteToPB(e.Route), Snapshot: routesToPB(e.Snapshot),
 	}
 }
@@ -81,7 +92,7 @@ func EventFromPB(e *pb.Event) Event {
 		snapshot = routesFromPB(e.GetSnapshot())
 	}
 	return Event{
-		Type: EventType(e.GetType()), Timestamp: timeFromPB(e.GetTimestamp()),
+		Type: EventType(e.GetType()), Timestamp: TimeFromPB(e.GetTimestamp()),
 		Route: RouteFromPB(e.GetRoute()), Snapshot: snapshot,
 	}
 }
@@ -92,13 +103,9 @@ func AdvertToPB(a *Advert) *pb.Advert {
 	for i, e := range a.Events {
 		events[i] = EventToPB(e)
 	}
-	var ttl *durationpb.Duration
-	if a.TTL != 0 {
-		ttl = durationpb.New(a.TTL)
-	}
 	return &pb.Advert{
 		Id: a.ID, Type: pb.AdvertType(a.Type), Origin: a.Origin,
-		Timestamp: timeToPB(a.Timestamp), Ttl: ttl, Events: events,
+		Timestamp: TimeToPB(a.Timestamp), Ttl: DurationToPB(a.TTL), Events: events,
 	}
 }
 
@@ -110,7 +117,7 @@ func AdvertFromPB(a *pb.Advert) *Advert {
 	}
 	return &Advert{
 		ID: a.GetId(), Type: AdvertType(a.GetType()), Origin: a.GetOrigin(),
-		Timestamp: timeFromPB(a.GetTimestamp()), TTL: durationFromPB(a.GetTtl()), Events: events,
+		Timestamp: TimeFromPB(a.GetTimestamp()), TTL: DurationFromPB(a.GetTtl()), Events: events,
 	}
 }
 
@@ -127,7 +134,7 @@ func LinkToPB(l Link) *pb.Link {
 func LinkFromPB(l *pb.Link) Link {
 	return Link{
 		ID: l.GetId(), Peer: l.GetPeer(), Address: l.GetAddress(), Outbound: l.GetOutbound(),
-		State: LinkState(l.GetState()), RTT: durationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
+		State: LinkState(l.GetState()), RTT: DurationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
 		BytesOut: l.GetBytesOut(), Errors: l.GetErrors(), Drops: l.GetDrops(), Channels: l.GetChannels(),
 	}
 }
@@ -215,7 +222,7 @@ func QueryFromPB(q *pb.Query) Query {
 func DampingToPB(d DampingState) *pb.DampingState {
 	return &pb.DampingState{
 		Route: RouteToPB(d.Route), Penalty: d.Penalty, Flaps: int32(d.Flaps),
-		Suppressed: d.Suppressed, Since: timeToPB(d.Since),
+		Suppressed: d.Suppressed, Since: TimeToPB(d.Since),
 	}
 }
 
@@ -223,6 +230,6 @@ func DampingToPB(d DampingState) *pb.DampingState {
 func DampingFromPB(d *pb.DampingState) DampingState {
 	return DampingState{
 		Route: RouteFromPB(d.GetRoute()), Penalty: d.GetPenalty(), Flaps: int(d.GetFlaps()),
-		Suppressed: d.GetSuppressed(), Since: timeFromPB(d.GetSince()),
+		Suppressed: d.GetSuppressed(), Since: TimeFromPB(d.GetSince()),
 	}
 }

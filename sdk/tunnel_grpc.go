@@ -21,7 +21,6 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 )
 
 // tokenKey is the metadata key that carries the data path token.
@@ -123,7 +122,7 @@ func (s *tunnelServer) Session(stream grpc.BidiStreamingServer[pb.SessionFrame, 
 	case *pb.SessionFrame_Dial:
 		d := f.Dial
 		sess, err = s.impl.Dial(ctx, d.GetChannel(), DialOptions{
-			Mode: Mode(d.GetMode()), Node: d.GetNode(), Timeout: durationFromPB(d.GetTimeout()),
+			Mode: Mode(d.GetMode()), Node: d.GetNode(), Timeout: DurationFromPB(d.GetTimeout()),
 		})
 		if err != nil {
 			return toStatus(err)
@@ -385,12 +384,8 @@ func (c *tunnelClient) Listen(ctx context.Context, channel string) (Listener, er
 }
 
 func (c *tunnelClient) Dial(ctx context.Context, channel string, opts DialOptions) (Session, error) {
-	var timeout *durationpb.Duration
-	if opts.Timeout > 0 {
-		timeout = durationpb.New(opts.Timeout)
-	}
 	return c.openSession(ctx, &pb.SessionFrame{Frame: &pb.SessionFrame_Dial{Dial: &pb.DialRequest{
-		Channel: channel, Mode: pb.Mode(opts.Mode), Node: opts.Node, Timeout: timeout,
+		Channel: channel, Mode: pb.Mode(opts.Mode), Node: opts.Node, Timeout: DurationToPB(opts.Timeout),
 	}}})
 }
 

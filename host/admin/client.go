@@ -136,7 +136,7 @@ func (c *Client) Services(ctx context.Context) ([]ServiceInfo, error) {
 }
 
 func (c *Client) Register(ctx context.Context, svc sdk.Service, ttl time.Duration) error {
-	_, err := c.rpc.Register(ctx, &adminpb.RegisterRequest{Service: sdk.ServiceToPB(svc), Ttl: durationToPB(ttl)})
+	_, err := c.rpc.Register(ctx, &adminpb.RegisterRequest{Service: sdk.ServiceToPB(svc), Ttl: sdk.DurationToPB(ttl)})
 	if err != nil {
 		return c.fromStatus(err)
 	}

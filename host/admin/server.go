@@ -79,7 +79,7 @@ func (s *server) Services(ctx context.Context, _ *adminpb.ServicesRequest) (*adm
 }
 
 func (s *server) Register(ctx context.Context, req *adminpb.RegisterRequest) (*adminpb.RegisterResponse, error) {
-	svc, ttl := sdk.ServiceFromPB(req.GetService()), durationFromPB(req.GetTtl())
+	svc, ttl := sdk.ServiceFromPB(req.GetService()), sdk.DurationFromPB(req.GetTtl())
 	if err := registry.Validate(svc, ttl); err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
