@@ -14,6 +14,10 @@ import (
 const (
 	DefaultListen         = "127.0.0.1:9090"
 	DefaultMaxMessageSize = 64 << 20
+	// DefaultMaxConcurrentStreams bounds the calls one client connection
+	// has in flight; further calls wait at the client (HTTP/2 flow control)
+	// instead of piling up in the proxy's memory.
+	DefaultMaxConcurrentStreams = 1024
 )
 
 // Config is the proxy's config { } block.
@@ -23,6 +27,7 @@ type Config struct {
 	TLSKey         string       `json:"tls_key"`
 	MaxMessageSize *json.Number `json:"max_message_size"`
 	MaxHops        *json.Number `json:"max_hops"`
+	MaxStreams     *json.Number `json:"max_concurrent_streams"`
 }
 
 // settings is a validated Config with defaults applied.
@@ -31,6 +36,7 @@ type settings struct {
 	tls            *tls.Config // nil for plaintext (h2c)
 	maxMessageSize int
 	maxHops        int
+	maxStreams     int
 }
 
 func schema() sdk.Schema {
@@ -40,6 +46,7 @@ func schema() sdk.Schema {
 		{Name: "tls_key", Type: sdk.TypePath, Description: "PEM private key file of tls_cert"},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxMessageSize), Description: "largest message in bytes the proxy receives or sends"},
 		{Name: "max_hops", Type: sdk.TypeNumber, Default: fmt.Sprint(forward.DefaultMaxHops), Description: "most nodes a call may be forwarded through; stops routing loops"},
+		{Name: "max_concurrent_streams", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxConcurrentStreams), Description: "most calls one client connection may have in flight; more wait at the client"},
 	}}
 }
 
@@ -50,7 +57,7 @@ func parseConfig(req sdk.ConfigureRequest) (settings, sdk.Diagnostics) {
 	if diags := req.Decode(&c); diags.HasErrors() {
 		return settings{}, diags
 	}
-	s := settings{listen: c.Listen, maxMessageSize: DefaultMaxMessageSize, maxHops: forward.DefaultMaxHops}
+	s := settings{listen: c.Listen, maxMessageSize: DefaultMaxMessageSize, maxHops: forward.DefaultMaxHops, maxStreams: DefaultMaxConcurrentStreams}
 	var diags sdk.Diagnostics
 	if s.listen == "" {
 		s.listen = DefaultListen
@@ -68,6 +75,13 @@ func parseConfig(req sdk.ConfigureRequest) (settings, sdk.Diagnostics) {
 			diags = append(diags, sdk.Errorf("max_hops", "invalid max_hops", "%v", err))
 		}
 		s.maxHops = n
+	}
+	if c.MaxStreams != nil {
+		n, err := positiveInt(*c.MaxStreams, math.MaxInt32)
+		if err != nil {
+			diags = append(diags, sdk.Errorf("max_concurrent_streams", "invalid max_concurrent_streams", "%v", err))
+		}
+		s.maxStreams = n
 	}
 	switch {
 	case c.TLSCert == "" && c.TLSKey == "":

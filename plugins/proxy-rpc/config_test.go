@@ -58,6 +58,7 @@ func TestConfigDiagnostics(t *testing.T) {
 		{"missing cert file", map[string]any{"listen": "127.0.0.1:0", "tls_cert": "/nonexistent/c.pem", "tls_key": "/nonexistent/k.pem"}, "tls_cert", "/nonexistent/c.pem"},
 		{"negative size", map[string]any{"listen": "127.0.0.1:0", "max_message_size": -1}, "max_message_size", "-1"},
 		{"fractional hops", map[string]any{"listen": "127.0.0.1:0", "max_hops": 2.5}, "max_hops", "2.5"},
+		{"zero streams", map[string]any{"listen": "127.0.0.1:0", "max_concurrent_streams": 0}, "max_concurrent_streams", "out of range"},
 		{"wrong type", map[string]any{"listen": 9090}, "listen", "string"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -82,7 +83,7 @@ func TestInfoSchemaAddressHealth(t *testing.T) {
 	for _, a := range p.Schema().Attributes {
 		names[a.Name] = true
 	}
-	for _, want := range []string{"listen", "tls_cert", "tls_key", "max_message_size", "max_hops"} {
+	for _, want := range []string{"listen", "tls_cert", "tls_key", "max_message_size", "max_hops", "max_concurrent_streams"} {
 		if !names[want] {
 			t.Errorf("schema lacks %s", want)
 		}

@@ -22,19 +22,25 @@ import (
 	"github.com/microhost/microhost/plugins/proxy-rpc/pubsub"
 	"github.com/microhost/microhost/plugins/proxy-rpc/pubsubpb"
 	"github.com/microhost/microhost/plugins/proxy-rpc/rawcodec"
+	"github.com/microhost/microhost/plugins/proxy-rpc/remote"
 	"github.com/microhost/microhost/plugins/proxy-rpc/routetable"
-	"github.com/microhost/microhost/plugins/proxy-rpc/sessconn"
 	"github.com/microhost/microhost/sdk"
 )
-
-// Channel is the tunnel channel proxies forward calls to each other on.
-const Channel = "proxy"
 
 // Connection pool upkeep: a connection no route needs is closed after it
 // has been idle this long.
 const (
 	sweepEvery = 30 * time.Second
 	idleAfter  = time.Minute
+)
+
+// HTTP/2 flow-control windows of the proxy's connections. Fixed windows
+// turn off gRPC's bandwidth estimation, whose pings cost a round trip's
+// worth of frames on short calls; these are large enough for a stream to
+// run at full speed on a local connection.
+const (
+	streamWindow = 4 << 20
+	connWindow   = 16 << 20
 )
 
 // node is a configured, running proxy.
@@ -44,13 +50,12 @@ type node struct {
 	lis    net.Listener
 	table  *routetable.Table
 	local  *connpool.Pool
-	remote *connpool.Pool // nil without a host (and so without a tunnel)
 	fwd    *forward.Forwarder
 	broker *pubsub.Broker
 	mc     *multicaster // nil without a host
 
-	server       *grpc.Server // serves clients on lis
-	tunnelServer *grpc.Server // serves other nodes' proxies over the tunnel
+	server       *grpc.Server   // serves clients on lis
+	remoteServer *remote.Server // serves other nodes' proxies over the tunnel
 
 	host    sdk.Host
 	tunMu   sync.Mutex
@@ -70,14 +75,15 @@ func start(s settings, lis net.Listener, host sdk.Host, nodeID string, log hclog
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{log: log, s: s, lis: lis, table: routetable.New(nil), host: host, cancel: cancel, loaded: make(chan struct{})}
 	n.local = connpool.New(n.dialLocal, nil)
+	n.fwd = &forward.Forwarder{Table: n.table, Local: n.local, MaxHops: s.maxHops, Log: log.Named("forward")}
 	sendPublished := func(pubsub.Message) error { return nil } // a node alone has no peers
 	if host != nil {
-		n.remote = connpool.New(n.dialRemote, nil)
+		n.fwd.Remote = &remote.Dialer{Tunnel: n.tunnel, MaxMessageSize: s.maxMessageSize}
+		n.remoteServer = remote.NewServer(n.fwd.Handle, s.maxMessageSize, log.Named("remote"))
 		n.mc = &multicaster{tunnel: n.tunnel, ctx: ctx}
 		sendPublished = n.mc.send
 	}
 	n.broker = pubsub.NewBroker(nodeID, sendPublished, s.maxHops)
-	n.fwd = &forward.Forwarder{Table: n.table, Local: n.local, Remote: n.remote, MaxHops: s.maxHops, Log: log.Named("forward")}
 
 	var creds []grpc.ServerOption
 	if s.tls != nil {
@@ -85,7 +91,6 @@ func start(s settings, lis net.Listener, host sdk.Host, nodeID string, log hclog
 	}
 	n.server = grpc.NewServer(append(creds, n.serverOptions()...)...)
 	pubsubpb.RegisterPubSubServer(n.server, &pubsubService{broker: n.broker})
-	n.tunnelServer = grpc.NewServer(n.serverOptions()...)
 
 	n.spawn(func() {
 		if err := n.server.Serve(lis); err != nil {
@@ -121,6 +126,9 @@ func (n *node) serverOptions() []grpc.ServerOption {
 		grpc.ForceServerCodecV2(rawcodec.Codec{}),
 		grpc.MaxRecvMsgSize(n.s.maxMessageSize),
 		grpc.MaxSendMsgSize(n.s.maxMessageSize),
+		grpc.MaxConcurrentStreams(uint32(n.s.maxStreams)),
+		grpc.InitialWindowSize(streamWindow),
+		grpc.InitialConnWindowSize(connWindow),
 		// Clients that ping to keep idle connections through NATs and load
 		// balancers alive are not cut off as abusive.
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
@@ -134,6 +142,8 @@ func (n *node) clientOptions() []grpc.DialOption {
 			grpc.MaxCallRecvMsgSize(n.s.maxMessageSize),
 			grpc.MaxCallSendMsgSize(n.s.maxMessageSize),
 		),
+		grpc.WithInitialWindowSize(streamWindow),
+		grpc.WithInitialConnWindowSize(connWindow),
 		// A restarted instance is found again within seconds, not after
 		// gRPC's default two-minute backoff ceiling.
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 5 * time.Second}, MinConnectTimeout: 5 * time.Second}),
@@ -147,26 +157,6 @@ func (n *node) dialLocal(address string) (*grpc.ClientConn, error) {
 		target = "passthrough:///" + address
 	}
 	return grpc.NewClient(target, append(n.clientOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
-}
-
-// dialRemote connects to the proxy of node id over the tunnel: every
-// connection attempt is one unicast session on Channel, which carries
-// HTTP/2 and so multiplexes all calls to that node. The tunnel encrypts
-// and authenticates, so gRPC runs in plaintext inside it.
-func (n *node) dialRemote(id string) (*grpc.ClientConn, error) {
-	dialer := func(ctx context.Context, node string) (net.Conn, error) {
-		tun, err := n.tunnel(ctx)
-		if err != nil {
-			return nil, err
-		}
-		sess, err := tun.Dial(ctx, Channel, sdk.DialOptions{Mode: sdk.Unicast, Node: node})
-		if err != nil {
-			return nil, err
-		}
-		return sessconn.New(sess), nil
-	}
-	opts := append(n.clientOptions(), grpc.WithContextDialer(dialer), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	return grpc.NewClient("passthrough:///"+id, opts...)
 }
 
 // tunnel returns the tunnel client, asking the host for it until it has one.
@@ -246,13 +236,7 @@ func (n *node) watchFailed(ctx context.Context, op string, err error) {
 // serveTunnel serves calls from other nodes' proxies that arrive as
 // sessions on Channel.
 func (n *node) serveTunnel(ctx context.Context) {
-	n.keepListening(ctx, Channel, "calls from other nodes cannot reach this proxy", func(lis sdk.Listener) error {
-		err := n.tunnelServer.Serve(sessconn.NewListener(lis))
-		if errors.Is(err, grpc.ErrServerStopped) {
-			return nil
-		}
-		return err
-	})
+	n.keepListening(ctx, remote.Channel, "calls from other nodes cannot reach this proxy", n.remoteServer.Serve)
 }
 
 // servePubSub hands the messages peers multicast on PubSubChannel to the
@@ -338,11 +322,8 @@ func (n *node) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		addresses, gateways := n.table.Targets()
+		addresses := n.table.Addresses()
 		n.local.Sweep(func(a string) bool { return addresses[a] }, idleAfter)
-		if n.remote != nil {
-			n.remote.Sweep(func(g string) bool { return gateways[g] }, idleAfter)
-		}
 	}
 }
 
@@ -360,19 +341,19 @@ func (n *node) health() error {
 // close drains calls in flight for at most timeout, then stops everything.
 func (n *node) close(timeout time.Duration) {
 	var wg sync.WaitGroup
-	for _, s := range []*grpc.Server{n.server, n.tunnelServer} {
+	if n.remoteServer != nil {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			drain(s, timeout)
+			n.remoteServer.Shutdown(timeout)
 		}()
 	}
+	drain(n.server, timeout)
 	wg.Wait()
 	n.cancel()
 	n.wg.Wait()
 	n.local.Close()
-	if n.remote != nil {
-		n.remote.Close()
+	if n.mc != nil {
 		n.mc.close()
 	}
 	// The tunnel client the host handed out is this proxy's own connection.
