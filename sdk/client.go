@@ -25,7 +25,7 @@ func NewClient(conn grpc.ClientConnInterface, kind Kind, opts ClientOptions) (Co
 	base.serveHost = opts.ServeHost
 	switch kind {
 	case KindTunnel:
-		return &tunnelClient{componentClient: base, rpc: pb.NewTunnelClient(conn)}, nil
+		return newTunnelClient(base, conn), nil
 	case KindRouter:
 		return &routerClient{componentClient: base, rpc: pb.NewRouterClient(conn)}, nil
 	case KindResolver:
@@ -158,8 +158,9 @@ func (c *proxyClient) Address(ctx context.Context) (string, error) {
 	return res.GetAddress(), nil
 }
 
-// MaxMessageSize is the gRPC message limit on every connection between the
-// host and its plugins; gRPC's 4 MiB default is too small for the data path.
+// MaxMessageSize is the message limit on every connection between the host
+// and its plugins, gRPC or the tunnel's data path; gRPC's 4 MiB default is
+// too small for session messages.
 const MaxMessageSize = 256 << 20
 
 // MessageSizeServerOptions raise a gRPC server's message limits.

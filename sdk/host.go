@@ -10,9 +10,10 @@ type Host interface {
 	// WatchRoutes streams the routing table as Router.Watch does: first a
 	// Resync holding every route, then each change.
 	WatchRoutes(ctx context.Context) (Watcher, error)
-	// Tunnel returns a client of the tunnel's session API on a direct local
-	// connection to the tunnel plugin: no byte of a session passes through the
-	// host. Close the returned Tunnel to release that connection.
+	// Tunnel returns a client of the tunnel's data path: sessions on direct
+	// local connections to the tunnel plugin, no byte of which passes through
+	// the host. It carries sessions only (Dial, Listen); closing it closes
+	// the sessions and listeners opened through it.
 	Tunnel(ctx context.Context) (Tunnel, error)
 }
 

@@ -56,19 +56,16 @@ func (s *HostServer) TunnelDataPath(ctx context.Context, _ *pb.HostEmpty) (*pb.D
 
 var errTunnelInProcess = errors.New("the tunnel runs in this process: it has no data path to hand out")
 
-// TunnelDataPath asks a tunnel client where its direct endpoint is.
+// TunnelDataPath asks a tunnel client where its data path is.
 func TunnelDataPath(ctx context.Context, t Tunnel) (*pb.DataPathInfo, error) {
-	var c *tunnelClient
 	switch t := t.(type) {
 	case *tunnelClient:
-		c = t
+		info, err := t.rpc.DataPath(ctx, &pb.TunnelEmpty{})
+		return info, fromStatus(err)
 	case *dataPathTunnel:
-		c = t.tunnelClient
-	default:
-		return nil, errTunnelInProcess
+		return t.info, nil
 	}
-	info, err := c.rpc.DataPath(ctx, &pb.TunnelEmpty{})
-	return info, fromStatus(err)
+	return nil, errTunnelInProcess
 }
 
 // hostClient implements Host for a component, over gRPC.

@@ -1,8 +1,10 @@
 package sdk
 
 import (
+	"cmp"
 	"context"
 
+	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
 	"google.golang.org/grpc"
@@ -28,6 +30,9 @@ const PluginName = "component"
 type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Component
+	// Logger is where the shim logs what it sees go wrong (a tunnel's data
+	// path, say); hclog's default logger if nil.
+	Logger hclog.Logger
 
 	server *pluginServer
 }
@@ -39,7 +44,7 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 			return broker.DialWithOptions(req.GetHostBrokerId(), MessageSizeDialOptions()...)
 		}
 		return dialHostAddress(req.GetHostAddress())
-	})
+	}, cmp.Or(p.Logger, hclog.Default()))
 	return nil
 }
 

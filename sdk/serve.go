@@ -109,7 +109,7 @@ func describe(w io.Writer, c Component) int {
 
 // servePlugin serves c under go-plugin. test is set only in debug mode.
 func servePlugin(c Component, log hclog.Logger, test *plugin.ServeTestConfig) int {
-	p := &GRPCPlugin{Impl: c}
+	p := &GRPCPlugin{Impl: c, Logger: log}
 	if test == nil {
 		go exitWithParent(log, p)
 		// A SIGTERM sent to the whole process group (a terminal, timeout(1),
@@ -307,13 +307,7 @@ func serveStandalone(prog string, args []string, c Component, log hclog.Logger) 
 	server := grpc.NewServer(MessageSizeServerOptions()...)
 	ps := registerComponent(server, c, func(req2 *pb.ConfigureRequest) (*grpc.ClientConn, error) {
 		return dialHostAddress(req2.GetHostAddress())
-	})
-	if ps.tunnel != nil {
-		if err := ps.tunnel.startDataPath(); err != nil {
-			log.Error("cannot start the tunnel data path", "error", err)
-			return 1
-		}
-	}
+	}, log)
 	healthServer := health.NewServer()
 	healthpb.RegisterHealthServer(server, healthServer)
 	reflection.Register(server)

@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"sync"
 
+	"github.com/hashicorp/go-hclog"
 	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
 	"google.golang.org/grpc"
 )
@@ -14,13 +15,13 @@ import (
 type hostDialer func(req *pb.ConfigureRequest) (*grpc.ClientConn, error)
 
 // registerComponent serves c on s: the Plugin service every component has,
-// plus the service of c's kind.
-func registerComponent(s *grpc.Server, c Component, dial hostDialer) *pluginServer {
+// plus the service of c's kind. log is where the shim itself logs.
+func registerComponent(s *grpc.Server, c Component, dial hostDialer, log hclog.Logger) *pluginServer {
 	ps := &pluginServer{impl: c, dial: dial}
 	pb.RegisterPluginServer(s, ps)
 	switch impl := c.(type) {
 	case Tunnel:
-		ps.tunnel = newTunnelServer(impl)
+		ps.tunnel = newTunnelServer(impl, log)
 		pb.RegisterTunnelServer(s, ps.tunnel)
 	case Router:
 		pb.RegisterRouterServer(s, &routerServer{impl: impl})
@@ -36,7 +37,7 @@ type pluginServer struct {
 	pb.UnimplementedPluginServer
 	impl   Component
 	dial   hostDialer
-	tunnel *tunnelServer // set for tunnels: Configure starts their data path
+	tunnel *tunnelServer // set for tunnels: close stops their data path
 
 	closeOnce sync.Once
 	closeErr  error
@@ -67,11 +68,6 @@ func (s *pluginServer) Configure(ctx context.Context, req *pb.ConfigureRequest) 
 		Node:   nodeConfigFromPB(req.GetNode()),
 		Host:   host,
 	})
-	if s.tunnel != nil && !diags.HasErrors() {
-		if err := s.tunnel.startDataPath(); err != nil {
-			diags = append(diags, Errorf("", "cannot start the tunnel data path", "%v", err))
-		}
-	}
 	return &pb.ConfigureResponse{Diagnostics: diagnosticsToPB(diags)}, nil
 }
 

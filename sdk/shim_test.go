@@ -13,11 +13,13 @@ import (
 	"github.com/microhost/microhost/sdk"
 	"github.com/microhost/microhost/sdk/memtunnel"
 	pb "github.com/microhost/microhost/sdk/proto/microhost/v1"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // servePlugin serves impl through go-plugin's in-process test transport,
 // with a real broker, and returns the host-side client of kind.
-func servePlugin(t *testing.T, impl sdk.Component, kind sdk.Kind) sdk.Component {
+func servePlugin(t testing.TB, impl sdk.Component, kind sdk.Kind) sdk.Component {
 	t.Helper()
 	client, _ := plugin.TestPluginGRPCConn(t, false, map[string]plugin.Plugin{sdk.PluginName: &sdk.GRPCPlugin{Impl: impl}})
 	t.Cleanup(func() { client.Close() })
@@ -66,7 +68,7 @@ func (w *chanWatcher) Next(ctx context.Context) (sdk.ServiceEvent, error) {
 }
 func (w *chanWatcher) Stop() {}
 
-func newFabric(t *testing.T, ids ...string) map[string]*memtunnel.Node {
+func newFabric(t testing.TB, ids ...string) map[string]*memtunnel.Node {
 	t.Helper()
 	f := memtunnel.NewFabric()
 	nodes := map[string]*memtunnel.Node{}
@@ -225,8 +227,11 @@ func TestTunnelDataPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer forged.Close()
-	if _, err := forged.Links(t.Context()); err == nil || !strings.Contains(err.Error(), "token") {
-		t.Fatalf("a wrong token must be refused, got %v", err)
+	if _, err := forged.Dial(t.Context(), "data", sdk.DialOptions{Node: "b"}); status.Code(err) != codes.Unauthenticated || !strings.Contains(err.Error(), "token") {
+		t.Fatalf("a dial with a wrong token must be refused, got %v", err)
+	}
+	if _, err := forged.Listen(t.Context(), "data"); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("a listen with a wrong token must be refused, got %v", err)
 	}
 }
 

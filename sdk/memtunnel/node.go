@@ -224,7 +224,7 @@ func (n *Node) pickPeer(channel, want string) (*Node, error) {
 		}
 		target := f.nodes[want]
 		if target.listeners[channel] == nil {
-			return nil, fmt.Errorf("memtunnel: dial %q: node %q does not listen on that channel", channel, want)
+			return nil, fmt.Errorf("memtunnel: dial %q: node %q does not listen on that channel: %w", channel, want, sdk.ErrNotFound)
 		}
 		return target, nil
 	}
@@ -240,7 +240,7 @@ func (n *Node) pickPeer(channel, want string) (*Node, error) {
 		}
 	}
 	if best == nil {
-		return nil, fmt.Errorf("memtunnel: dial %q from node %q: no linked peer listens on that channel", channel, n.id)
+		return nil, fmt.Errorf("memtunnel: dial %q from node %q: no linked peer listens on that channel: %w", channel, n.id, sdk.ErrNotFound)
 	}
 	return best, nil
 }

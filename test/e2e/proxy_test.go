@@ -486,9 +486,9 @@ func TestFailoverToTheOtherInstance(t *testing.T) {
 // TestThousandStreamsLeaveNothingBehind opens 1000 concurrent bidi streams
 // from node B to a service at node A, closes them (half by the client
 // half-closing, half by cancelling), and then checks that nothing is left:
-// the instance sees every stream end, and the goroutine dumps of both
-// proxies show no call still being forwarded and no session beyond the
-// one each node pair shares.
+// the instance sees every stream end, the goroutine dumps of both proxies
+// show no call still being forwarded, and those of both tunnels no session
+// left of the thousand the calls opened.
 func TestThousandStreamsLeaveNothingBehind(t *testing.T) {
 	const streams = 1000
 	aUDP, bProxy := freeUDP(t, "127.0.0.1"), freeTCP(t, "127.0.0.1")
@@ -574,49 +574,57 @@ func TestThousandStreamsLeaveNothingBehind(t *testing.T) {
 	wg.Wait()
 	waitFor(t, 10*time.Second, "the instance sees every stream end", func() bool { return open.Load() == 0 })
 
-	// Both dump at once, so that neither dump sees the other proxy gone.
-	dumps := dumpProxyGoroutines(t, a, b)
+	// The tunnels dump first, while the proxies still hold whatever
+	// sessions they have; each node's pair dumps at once, so that neither
+	// dump sees the other plugin gone.
+	tunnels := dumpGoroutines(t, "tunnel-quic", a, b)
+	proxies := dumpGoroutines(t, "proxy-rpc", a, b)
 	for _, n := range []*node{a, b} {
-		gs := dumps[n.name]
-		var forwarding, sessions int
+		var sessions int
+		for _, g := range tunnels[n.name] {
+			// The tunnel carries each session to its consumer in one goroutine.
+			if strings.Contains(g, "sdk.(*carrier).toConsumer") {
+				sessions++
+			}
+		}
+		gs := proxies[n.name]
+		var forwarding int
 		for _, g := range gs {
 			if strings.Contains(g, "plugins/proxy-rpc/forward.") {
 				forwarding++
 			}
-			// Each tunnel session the plugin holds has one reader.
-			if strings.Contains(g, "sdk.(*sessionClient).read") {
-				sessions++
-			}
 		}
-		t.Logf("proxy of %s: %d goroutines, %d forwarding a call, %d tunnel sessions", n.name, len(gs), forwarding, sessions)
+		t.Logf("%s: proxy runs %d goroutines, %d forwarding a call; tunnel carries %d sessions", n.name, len(gs), forwarding, sessions)
 		// An idle proxy runs about 50 goroutines; 1000 leaked streams
 		// would leave thousands.
 		if forwarding > 0 || len(gs) > 200 {
 			t.Errorf("proxy of %s after all streams closed: %d goroutines, %d of them still forwarding a call; the first:\n%s",
 				n.name, len(gs), forwarding, strings.Join(gs[:min(len(gs), 20)], "\n\n"))
 		}
-		// All calls between a and b share one session.
-		if sessions > 1 {
-			t.Errorf("proxy of %s holds %d tunnel sessions, want at most the one a and b share:\n%s", n.name, sessions, strings.Join(gs, "\n\n"))
+		// Every call was a session of its own; what remains are the
+		// host's few control sessions, far from the 500 or 1000 a leak of
+		// the cancelled or of all calls would leave.
+		if sessions > 20 {
+			t.Errorf("tunnel of %s still carries %d sessions after every call ended", n.name, sessions)
 		}
 	}
 }
 
-// dumpProxyGoroutines makes the proxy plugins of nodes dump their
-// goroutines (SIGQUIT, which ends them; their nodes start them again) and
-// returns them by node, one string per goroutine, read from each node's
-// log, where the host writes what its plugins print.
-func dumpProxyGoroutines(t *testing.T, nodes ...*node) map[string][]string {
+// dumpGoroutines makes the plugin processes named plugin of nodes dump
+// their goroutines (SIGQUIT, which ends them; their nodes start them again)
+// and returns them by node, one string per goroutine, read from each
+// node's log, where the host writes what its plugins print.
+func dumpGoroutines(t *testing.T, plugin string, nodes ...*node) map[string][]string {
 	t.Helper()
 	pids := map[string]int{}
 	for _, n := range nodes {
 		for _, p := range n.plugins() {
-			if p.Name == "proxy-rpc" {
+			if p.Name == plugin {
 				pids[n.name] = p.PID
 			}
 		}
 		if pids[n.name] == 0 {
-			t.Fatalf("%s runs no proxy-rpc plugin process", n.name)
+			t.Fatalf("%s runs no %s plugin process", n.name, plugin)
 		}
 	}
 	for _, n := range nodes {
@@ -628,12 +636,12 @@ func dumpProxyGoroutines(t *testing.T, nodes ...*node) map[string][]string {
 	for _, n := range nodes {
 		exited := fmt.Sprintf("plugin process exited: node=%s plugin=%s id=%d", n.name, microhost, pids[n.name])
 		var log string
-		waitFor(t, 10*time.Second, n.name+"'s proxy plugin's goroutine dump", func() bool {
+		waitFor(t, 10*time.Second, n.name+"'s "+plugin+" goroutine dump", func() bool {
 			b, _ := os.ReadFile(filepath.Join(n.dir, "node.log"))
 			log = string(b)
 			return strings.Contains(log, exited)
 		})
-		dumps[n.name] = parseGoroutines(log, "microhost.plugin.proxy-rpc.", exited)
+		dumps[n.name] = parseGoroutines(log, "microhost.plugin."+plugin+".", exited)
 	}
 	return dumps
 }

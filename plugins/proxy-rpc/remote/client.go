@@ -59,11 +59,25 @@ func (d *Dialer) NewStream(ctx context.Context, node, method string) (grpc.Clien
 	}
 	s := &clientStream{ctx: ctx, sess: sess, node: node, body: bodyReader{max: d.MaxMessageSize}}
 	if err := s.sess.Send(ctx, first); err != nil {
+		err = s.endReason(err)
 		sess.Close()
 		return nil, sessionError(ctx, "send the call to node "+node, err)
 	}
 	context.AfterFunc(ctx, s.abandon)
 	return s, nil
+}
+
+// endReason returns why the tunnel ended a session that a send found
+// ended, which the tunnel says in the session's last frame; sendErr when it
+// does not say. Only for a session nothing else reads.
+func (s *clientStream) endReason(sendErr error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
+	defer cancel()
+	_, err := s.sess.Recv(ctx)
+	if err == nil || errors.Is(err, io.EOF) || ctx.Err() != nil {
+		return sendErr
+	}
+	return err
 }
 
 // sessionError turns a session failure into the call's status. Unavailable

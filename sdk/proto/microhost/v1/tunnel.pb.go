@@ -319,50 +319,6 @@ func (x *LinkList) GetLinks() []*Link {
 	return nil
 }
 
-type ListenRequest struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Channel       string                 `protobuf:"bytes,1,opt,name=channel,proto3" json:"channel,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ListenRequest) Reset() {
-	*x = ListenRequest{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[4]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ListenRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ListenRequest) ProtoMessage() {}
-
-func (x *ListenRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[4]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ListenRequest.ProtoReflect.Descriptor instead.
-func (*ListenRequest) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{4}
-}
-
-func (x *ListenRequest) GetChannel() string {
-	if x != nil {
-		return x.Channel
-	}
-	return ""
-}
-
 type SessionInfo struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
@@ -375,7 +331,7 @@ type SessionInfo struct {
 
 func (x *SessionInfo) Reset() {
 	*x = SessionInfo{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[5]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -387,7 +343,7 @@ func (x *SessionInfo) String() string {
 func (*SessionInfo) ProtoMessage() {}
 
 func (x *SessionInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[5]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -400,7 +356,7 @@ func (x *SessionInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SessionInfo.ProtoReflect.Descriptor instead.
 func (*SessionInfo) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{5}
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *SessionInfo) GetId() string {
@@ -443,7 +399,7 @@ type DialRequest struct {
 
 func (x *DialRequest) Reset() {
 	*x = DialRequest{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[6]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -455,7 +411,7 @@ func (x *DialRequest) String() string {
 func (*DialRequest) ProtoMessage() {}
 
 func (x *DialRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[6]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -468,7 +424,7 @@ func (x *DialRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DialRequest.ProtoReflect.Descriptor instead.
 func (*DialRequest) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{6}
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *DialRequest) GetChannel() string {
@@ -499,297 +455,11 @@ func (x *DialRequest) GetTimeout() *durationpb.Duration {
 	return nil
 }
 
-type Message struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Header        map[string]string      `protobuf:"bytes,1,rep,name=header,proto3" json:"header,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	Body          []byte                 `protobuf:"bytes,2,opt,name=body,proto3" json:"body,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Message) Reset() {
-	*x = Message{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[7]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Message) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Message) ProtoMessage() {}
-
-func (x *Message) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[7]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Message.ProtoReflect.Descriptor instead.
-func (*Message) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{7}
-}
-
-func (x *Message) GetHeader() map[string]string {
-	if x != nil {
-		return x.Header
-	}
-	return nil
-}
-
-func (x *Message) GetBody() []byte {
-	if x != nil {
-		return x.Body
-	}
-	return nil
-}
-
-type SessionFrame struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Frame:
-	//
-	//	*SessionFrame_Dial
-	//	*SessionFrame_Accept
-	//	*SessionFrame_Message
-	//	*SessionFrame_CloseSend
-	//	*SessionFrame_Close
-	Frame         isSessionFrame_Frame `protobuf_oneof:"frame"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SessionFrame) Reset() {
-	*x = SessionFrame{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[8]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SessionFrame) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SessionFrame) ProtoMessage() {}
-
-func (x *SessionFrame) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[8]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SessionFrame.ProtoReflect.Descriptor instead.
-func (*SessionFrame) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{8}
-}
-
-func (x *SessionFrame) GetFrame() isSessionFrame_Frame {
-	if x != nil {
-		return x.Frame
-	}
-	return nil
-}
-
-func (x *SessionFrame) GetDial() *DialRequest {
-	if x != nil {
-		if x, ok := x.Frame.(*SessionFrame_Dial); ok {
-			return x.Dial
-		}
-	}
-	return nil
-}
-
-func (x *SessionFrame) GetAccept() string {
-	if x != nil {
-		if x, ok := x.Frame.(*SessionFrame_Accept); ok {
-			return x.Accept
-		}
-	}
-	return ""
-}
-
-func (x *SessionFrame) GetMessage() *Message {
-	if x != nil {
-		if x, ok := x.Frame.(*SessionFrame_Message); ok {
-			return x.Message
-		}
-	}
-	return nil
-}
-
-func (x *SessionFrame) GetCloseSend() bool {
-	if x != nil {
-		if x, ok := x.Frame.(*SessionFrame_CloseSend); ok {
-			return x.CloseSend
-		}
-	}
-	return false
-}
-
-func (x *SessionFrame) GetClose() bool {
-	if x != nil {
-		if x, ok := x.Frame.(*SessionFrame_Close); ok {
-			return x.Close
-		}
-	}
-	return false
-}
-
-type isSessionFrame_Frame interface {
-	isSessionFrame_Frame()
-}
-
-type SessionFrame_Dial struct {
-	Dial *DialRequest `protobuf:"bytes,1,opt,name=dial,proto3,oneof"`
-}
-
-type SessionFrame_Accept struct {
-	// The id of a session announced by Listen.
-	Accept string `protobuf:"bytes,2,opt,name=accept,proto3,oneof"`
-}
-
-type SessionFrame_Message struct {
-	Message *Message `protobuf:"bytes,3,opt,name=message,proto3,oneof"`
-}
-
-type SessionFrame_CloseSend struct {
-	// Close the session's sending half; replies still flow.
-	CloseSend bool `protobuf:"varint,4,opt,name=close_send,json=closeSend,proto3,oneof"`
-}
-
-type SessionFrame_Close struct {
-	// Close the session once everything before this frame is sent. The
-	// call ends when the tunnel has done so.
-	Close bool `protobuf:"varint,5,opt,name=close,proto3,oneof"`
-}
-
-func (*SessionFrame_Dial) isSessionFrame_Frame() {}
-
-func (*SessionFrame_Accept) isSessionFrame_Frame() {}
-
-func (*SessionFrame_Message) isSessionFrame_Frame() {}
-
-func (*SessionFrame_CloseSend) isSessionFrame_Frame() {}
-
-func (*SessionFrame_Close) isSessionFrame_Frame() {}
-
-type SessionEvent struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Types that are valid to be assigned to Event:
-	//
-	//	*SessionEvent_Opened
-	//	*SessionEvent_Message
-	//	*SessionEvent_Eof
-	Event         isSessionEvent_Event `protobuf_oneof:"event"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *SessionEvent) Reset() {
-	*x = SessionEvent{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[9]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *SessionEvent) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*SessionEvent) ProtoMessage() {}
-
-func (x *SessionEvent) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[9]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use SessionEvent.ProtoReflect.Descriptor instead.
-func (*SessionEvent) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{9}
-}
-
-func (x *SessionEvent) GetEvent() isSessionEvent_Event {
-	if x != nil {
-		return x.Event
-	}
-	return nil
-}
-
-func (x *SessionEvent) GetOpened() *SessionInfo {
-	if x != nil {
-		if x, ok := x.Event.(*SessionEvent_Opened); ok {
-			return x.Opened
-		}
-	}
-	return nil
-}
-
-func (x *SessionEvent) GetMessage() *Message {
-	if x != nil {
-		if x, ok := x.Event.(*SessionEvent_Message); ok {
-			return x.Message
-		}
-	}
-	return nil
-}
-
-func (x *SessionEvent) GetEof() bool {
-	if x != nil {
-		if x, ok := x.Event.(*SessionEvent_Eof); ok {
-			return x.Eof
-		}
-	}
-	return false
-}
-
-type isSessionEvent_Event interface {
-	isSessionEvent_Event()
-}
-
-type SessionEvent_Opened struct {
-	// First event: the session is open.
-	Opened *SessionInfo `protobuf:"bytes,1,opt,name=opened,proto3,oneof"`
-}
-
-type SessionEvent_Message struct {
-	Message *Message `protobuf:"bytes,2,opt,name=message,proto3,oneof"`
-}
-
-type SessionEvent_Eof struct {
-	// The peer closed its sending half.
-	Eof bool `protobuf:"varint,3,opt,name=eof,proto3,oneof"`
-}
-
-func (*SessionEvent_Opened) isSessionEvent_Event() {}
-
-func (*SessionEvent_Message) isSessionEvent_Event() {}
-
-func (*SessionEvent_Eof) isSessionEvent_Event() {}
-
 type DataPathInfo struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// "unix:/path" or "host:port".
+	// "unix:/path".
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
-	// Sent as the "microhost-token" metadata on every call.
+	// Sent in the hello of every connection.
 	Token         string `protobuf:"bytes,2,opt,name=token,proto3" json:"token,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -797,7 +467,7 @@ type DataPathInfo struct {
 
 func (x *DataPathInfo) Reset() {
 	*x = DataPathInfo{}
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[10]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -809,7 +479,7 @@ func (x *DataPathInfo) String() string {
 func (*DataPathInfo) ProtoMessage() {}
 
 func (x *DataPathInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_microhost_v1_tunnel_proto_msgTypes[10]
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -822,7 +492,7 @@ func (x *DataPathInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DataPathInfo.ProtoReflect.Descriptor instead.
 func (*DataPathInfo) Descriptor() ([]byte, []int) {
-	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{10}
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DataPathInfo) GetAddress() string {
@@ -835,6 +505,296 @@ func (x *DataPathInfo) GetAddress() string {
 func (x *DataPathInfo) GetToken() string {
 	if x != nil {
 		return x.Token
+	}
+	return ""
+}
+
+// The data path is a unix socket served by the tunnel's sdk shim. A
+// connection carries one request at a time: a hello, then, for a session,
+// its messages. Both ways it is a sequence of frames: a 4-byte big-endian
+// length of what follows, a 1-byte type, and the payload:
+//
+//	1 hello      consumer → tunnel: DataPathHello
+//	2 opened     tunnel → consumer: SessionInfo; the session is open
+//	3 listening  tunnel → consumer: ListenerInfo; peers can dial the channel
+//	4 error      tunnel → consumer: DataPathError; the last frame
+//	5 message    both ways: uvarint header count, each key and value as
+//	             uvarint length and bytes, then the body up to the end
+//	6 eof        both ways: the sender closed its sending half
+//	7 close      consumer → tunnel: close the session once everything
+//	             before this frame is sent
+//	8 closed     tunnel → consumer: the answer to close; nothing of the
+//	             session follows, and the connection takes a hello again
+//
+// A listen connection lives as long as the listener and carries nothing
+// after `listening`. The consumer parks further connections at the
+// listener (ParkRequest), numbered from 0; the tunnel hands each session
+// its listener accepts to the parked connection with the lowest number not
+// yet used, by sending `opened` on it, so that the consumer knows which
+// connection to read next and accepting costs no round trip.
+type DataPathHello struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Token string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	// How long the consumer waits for the answer; the tunnel bounds its work
+	// on the request by it. Unset: no bound but the tunnel's own.
+	Wait *durationpb.Duration `protobuf:"bytes,2,opt,name=wait,proto3" json:"wait,omitempty"`
+	// Types that are valid to be assigned to Request:
+	//
+	//	*DataPathHello_Dial
+	//	*DataPathHello_Listen
+	//	*DataPathHello_Park
+	Request       isDataPathHello_Request `protobuf_oneof:"request"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPathHello) Reset() {
+	*x = DataPathHello{}
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPathHello) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPathHello) ProtoMessage() {}
+
+func (x *DataPathHello) ProtoReflect() protoreflect.Message {
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPathHello.ProtoReflect.Descriptor instead.
+func (*DataPathHello) Descriptor() ([]byte, []int) {
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *DataPathHello) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *DataPathHello) GetWait() *durationpb.Duration {
+	if x != nil {
+		return x.Wait
+	}
+	return nil
+}
+
+func (x *DataPathHello) GetRequest() isDataPathHello_Request {
+	if x != nil {
+		return x.Request
+	}
+	return nil
+}
+
+func (x *DataPathHello) GetDial() *DialRequest {
+	if x != nil {
+		if x, ok := x.Request.(*DataPathHello_Dial); ok {
+			return x.Dial
+		}
+	}
+	return nil
+}
+
+func (x *DataPathHello) GetListen() string {
+	if x != nil {
+		if x, ok := x.Request.(*DataPathHello_Listen); ok {
+			return x.Listen
+		}
+	}
+	return ""
+}
+
+func (x *DataPathHello) GetPark() *ParkRequest {
+	if x != nil {
+		if x, ok := x.Request.(*DataPathHello_Park); ok {
+			return x.Park
+		}
+	}
+	return nil
+}
+
+type isDataPathHello_Request interface {
+	isDataPathHello_Request()
+}
+
+type DataPathHello_Dial struct {
+	Dial *DialRequest `protobuf:"bytes,3,opt,name=dial,proto3,oneof"`
+}
+
+type DataPathHello_Listen struct {
+	// The channel to listen on.
+	Listen string `protobuf:"bytes,4,opt,name=listen,proto3,oneof"`
+}
+
+type DataPathHello_Park struct {
+	Park *ParkRequest `protobuf:"bytes,5,opt,name=park,proto3,oneof"`
+}
+
+func (*DataPathHello_Dial) isDataPathHello_Request() {}
+
+func (*DataPathHello_Listen) isDataPathHello_Request() {}
+
+func (*DataPathHello_Park) isDataPathHello_Request() {}
+
+type ParkRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ListenerInfo.id of a listener this consumer opened.
+	Listener      string `protobuf:"bytes,1,opt,name=listener,proto3" json:"listener,omitempty"`
+	Seq           uint64 `protobuf:"varint,2,opt,name=seq,proto3" json:"seq,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ParkRequest) Reset() {
+	*x = ParkRequest{}
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ParkRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ParkRequest) ProtoMessage() {}
+
+func (x *ParkRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ParkRequest.ProtoReflect.Descriptor instead.
+func (*ParkRequest) Descriptor() ([]byte, []int) {
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ParkRequest) GetListener() string {
+	if x != nil {
+		return x.Listener
+	}
+	return ""
+}
+
+func (x *ParkRequest) GetSeq() uint64 {
+	if x != nil {
+		return x.Seq
+	}
+	return 0
+}
+
+type ListenerInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListenerInfo) Reset() {
+	*x = ListenerInfo{}
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerInfo) ProtoMessage() {}
+
+func (x *ListenerInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerInfo.ProtoReflect.Descriptor instead.
+func (*ListenerInfo) Descriptor() ([]byte, []int) {
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ListenerInfo) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type DataPathError struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A google.rpc.Code, as the sdk maps its errors for gRPC.
+	Code          uint32 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DataPathError) Reset() {
+	*x = DataPathError{}
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DataPathError) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DataPathError) ProtoMessage() {}
+
+func (x *DataPathError) ProtoReflect() protoreflect.Message {
+	mi := &file_microhost_v1_tunnel_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DataPathError.ProtoReflect.Descriptor instead.
+func (*DataPathError) Descriptor() ([]byte, []int) {
+	return file_microhost_v1_tunnel_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *DataPathError) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DataPathError) GetMessage() string {
+	if x != nil {
+		return x.Message
 	}
 	return ""
 }
@@ -861,9 +821,7 @@ const file_microhost_v1_tunnel_proto_rawDesc = "" +
 	" \x01(\x04R\x05drops\x12\x1a\n" +
 	"\bchannels\x18\v \x03(\tR\bchannels\"4\n" +
 	"\bLinkList\x12(\n" +
-	"\x05links\x18\x01 \x03(\v2\x12.microhost.v1.LinkR\x05links\")\n" +
-	"\rListenRequest\x12\x18\n" +
-	"\achannel\x18\x01 \x01(\tR\achannel\"s\n" +
+	"\x05links\x18\x01 \x03(\v2\x12.microhost.v1.LinkR\x05links\"s\n" +
 	"\vSessionInfo\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x18\n" +
 	"\achannel\x18\x02 \x01(\tR\achannel\x12&\n" +
@@ -873,40 +831,34 @@ const file_microhost_v1_tunnel_proto_rawDesc = "" +
 	"\achannel\x18\x01 \x01(\tR\achannel\x12&\n" +
 	"\x04mode\x18\x02 \x01(\x0e2\x12.microhost.v1.ModeR\x04mode\x12\x12\n" +
 	"\x04node\x18\x03 \x01(\tR\x04node\x123\n" +
-	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\"\x93\x01\n" +
-	"\aMessage\x129\n" +
-	"\x06header\x18\x01 \x03(\v2!.microhost.v1.Message.HeaderEntryR\x06header\x12\x12\n" +
-	"\x04body\x18\x02 \x01(\fR\x04body\x1a9\n" +
-	"\vHeaderEntry\x12\x10\n" +
-	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xce\x01\n" +
-	"\fSessionFrame\x12/\n" +
-	"\x04dial\x18\x01 \x01(\v2\x19.microhost.v1.DialRequestH\x00R\x04dial\x12\x18\n" +
-	"\x06accept\x18\x02 \x01(\tH\x00R\x06accept\x121\n" +
-	"\amessage\x18\x03 \x01(\v2\x15.microhost.v1.MessageH\x00R\amessage\x12\x1f\n" +
-	"\n" +
-	"close_send\x18\x04 \x01(\bH\x00R\tcloseSend\x12\x16\n" +
-	"\x05close\x18\x05 \x01(\bH\x00R\x05closeB\a\n" +
-	"\x05frame\"\x93\x01\n" +
-	"\fSessionEvent\x123\n" +
-	"\x06opened\x18\x01 \x01(\v2\x19.microhost.v1.SessionInfoH\x00R\x06opened\x121\n" +
-	"\amessage\x18\x02 \x01(\v2\x15.microhost.v1.MessageH\x00R\amessage\x12\x12\n" +
-	"\x03eof\x18\x03 \x01(\bH\x00R\x03eofB\a\n" +
-	"\x05event\">\n" +
+	"\atimeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\atimeout\">\n" +
 	"\fDataPathInfo\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05token\x18\x02 \x01(\tR\x05token*@\n" +
+	"\x05token\x18\x02 \x01(\tR\x05token\"\xdb\x01\n" +
+	"\rDataPathHello\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12-\n" +
+	"\x04wait\x18\x02 \x01(\v2\x19.google.protobuf.DurationR\x04wait\x12/\n" +
+	"\x04dial\x18\x03 \x01(\v2\x19.microhost.v1.DialRequestH\x00R\x04dial\x12\x18\n" +
+	"\x06listen\x18\x04 \x01(\tH\x00R\x06listen\x12/\n" +
+	"\x04park\x18\x05 \x01(\v2\x19.microhost.v1.ParkRequestH\x00R\x04parkB\t\n" +
+	"\arequest\";\n" +
+	"\vParkRequest\x12\x1a\n" +
+	"\blistener\x18\x01 \x01(\tR\blistener\x12\x10\n" +
+	"\x03seq\x18\x02 \x01(\x04R\x03seq\"\x1e\n" +
+	"\fListenerInfo\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"=\n" +
+	"\rDataPathError\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage*@\n" +
 	"\x04Mode\x12\x10\n" +
 	"\fMODE_UNICAST\x10\x00\x12\x12\n" +
 	"\x0eMODE_MULTICAST\x10\x01\x12\x12\n" +
-	"\x0eMODE_BROADCAST\x10\x022\x97\x03\n" +
+	"\x0eMODE_BROADCAST\x10\x022\x8c\x02\n" +
 	"\x06Tunnel\x12?\n" +
 	"\aConnect\x12\x19.microhost.v1.PeerAddress\x1a\x19.microhost.v1.TunnelEmpty\x12B\n" +
 	"\n" +
 	"Disconnect\x12\x19.microhost.v1.PeerAddress\x1a\x19.microhost.v1.TunnelEmpty\x12:\n" +
-	"\x05Links\x12\x19.microhost.v1.TunnelEmpty\x1a\x16.microhost.v1.LinkList\x12B\n" +
-	"\x06Listen\x12\x1b.microhost.v1.ListenRequest\x1a\x19.microhost.v1.SessionInfo0\x01\x12E\n" +
-	"\aSession\x12\x1a.microhost.v1.SessionFrame\x1a\x1a.microhost.v1.SessionEvent(\x010\x01\x12A\n" +
+	"\x05Links\x12\x19.microhost.v1.TunnelEmpty\x1a\x16.microhost.v1.LinkList\x12A\n" +
 	"\bDataPath\x12\x19.microhost.v1.TunnelEmpty\x1a\x1a.microhost.v1.DataPathInfoBCZAgithub.com/microhost/microhost/sdk/proto/microhost/v1;microhostv1b\x06proto3"
 
 var (
@@ -922,51 +874,44 @@ func file_microhost_v1_tunnel_proto_rawDescGZIP() []byte {
 }
 
 var file_microhost_v1_tunnel_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_microhost_v1_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_microhost_v1_tunnel_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_microhost_v1_tunnel_proto_goTypes = []any{
 	(Mode)(0),                   // 0: microhost.v1.Mode
 	(*TunnelEmpty)(nil),         // 1: microhost.v1.TunnelEmpty
 	(*PeerAddress)(nil),         // 2: microhost.v1.PeerAddress
 	(*Link)(nil),                // 3: microhost.v1.Link
 	(*LinkList)(nil),            // 4: microhost.v1.LinkList
-	(*ListenRequest)(nil),       // 5: microhost.v1.ListenRequest
-	(*SessionInfo)(nil),         // 6: microhost.v1.SessionInfo
-	(*DialRequest)(nil),         // 7: microhost.v1.DialRequest
-	(*Message)(nil),             // 8: microhost.v1.Message
-	(*SessionFrame)(nil),        // 9: microhost.v1.SessionFrame
-	(*SessionEvent)(nil),        // 10: microhost.v1.SessionEvent
-	(*DataPathInfo)(nil),        // 11: microhost.v1.DataPathInfo
-	nil,                         // 12: microhost.v1.Message.HeaderEntry
-	(*durationpb.Duration)(nil), // 13: google.protobuf.Duration
+	(*SessionInfo)(nil),         // 5: microhost.v1.SessionInfo
+	(*DialRequest)(nil),         // 6: microhost.v1.DialRequest
+	(*DataPathInfo)(nil),        // 7: microhost.v1.DataPathInfo
+	(*DataPathHello)(nil),       // 8: microhost.v1.DataPathHello
+	(*ParkRequest)(nil),         // 9: microhost.v1.ParkRequest
+	(*ListenerInfo)(nil),        // 10: microhost.v1.ListenerInfo
+	(*DataPathError)(nil),       // 11: microhost.v1.DataPathError
+	(*durationpb.Duration)(nil), // 12: google.protobuf.Duration
 }
 var file_microhost_v1_tunnel_proto_depIdxs = []int32{
-	13, // 0: microhost.v1.Link.rtt:type_name -> google.protobuf.Duration
+	12, // 0: microhost.v1.Link.rtt:type_name -> google.protobuf.Duration
 	3,  // 1: microhost.v1.LinkList.links:type_name -> microhost.v1.Link
 	0,  // 2: microhost.v1.SessionInfo.mode:type_name -> microhost.v1.Mode
 	0,  // 3: microhost.v1.DialRequest.mode:type_name -> microhost.v1.Mode
-	13, // 4: microhost.v1.DialRequest.timeout:type_name -> google.protobuf.Duration
-	12, // 5: microhost.v1.Message.header:type_name -> microhost.v1.Message.HeaderEntry
-	7,  // 6: microhost.v1.SessionFrame.dial:type_name -> microhost.v1.DialRequest
-	8,  // 7: microhost.v1.SessionFrame.message:type_name -> microhost.v1.Message
-	6,  // 8: microhost.v1.SessionEvent.opened:type_name -> microhost.v1.SessionInfo
-	8,  // 9: microhost.v1.SessionEvent.message:type_name -> microhost.v1.Message
-	2,  // 10: microhost.v1.Tunnel.Connect:input_type -> microhost.v1.PeerAddress
-	2,  // 11: microhost.v1.Tunnel.Disconnect:input_type -> microhost.v1.PeerAddress
-	1,  // 12: microhost.v1.Tunnel.Links:input_type -> microhost.v1.TunnelEmpty
-	5,  // 13: microhost.v1.Tunnel.Listen:input_type -> microhost.v1.ListenRequest
-	9,  // 14: microhost.v1.Tunnel.Session:input_type -> microhost.v1.SessionFrame
-	1,  // 15: microhost.v1.Tunnel.DataPath:input_type -> microhost.v1.TunnelEmpty
-	1,  // 16: microhost.v1.Tunnel.Connect:output_type -> microhost.v1.TunnelEmpty
-	1,  // 17: microhost.v1.Tunnel.Disconnect:output_type -> microhost.v1.TunnelEmpty
-	4,  // 18: microhost.v1.Tunnel.Links:output_type -> microhost.v1.LinkList
-	6,  // 19: microhost.v1.Tunnel.Listen:output_type -> microhost.v1.SessionInfo
-	10, // 20: microhost.v1.Tunnel.Session:output_type -> microhost.v1.SessionEvent
-	11, // 21: microhost.v1.Tunnel.DataPath:output_type -> microhost.v1.DataPathInfo
-	16, // [16:22] is the sub-list for method output_type
-	10, // [10:16] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	12, // 4: microhost.v1.DialRequest.timeout:type_name -> google.protobuf.Duration
+	12, // 5: microhost.v1.DataPathHello.wait:type_name -> google.protobuf.Duration
+	6,  // 6: microhost.v1.DataPathHello.dial:type_name -> microhost.v1.DialRequest
+	9,  // 7: microhost.v1.DataPathHello.park:type_name -> microhost.v1.ParkRequest
+	2,  // 8: microhost.v1.Tunnel.Connect:input_type -> microhost.v1.PeerAddress
+	2,  // 9: microhost.v1.Tunnel.Disconnect:input_type -> microhost.v1.PeerAddress
+	1,  // 10: microhost.v1.Tunnel.Links:input_type -> microhost.v1.TunnelEmpty
+	1,  // 11: microhost.v1.Tunnel.DataPath:input_type -> microhost.v1.TunnelEmpty
+	1,  // 12: microhost.v1.Tunnel.Connect:output_type -> microhost.v1.TunnelEmpty
+	1,  // 13: microhost.v1.Tunnel.Disconnect:output_type -> microhost.v1.TunnelEmpty
+	4,  // 14: microhost.v1.Tunnel.Links:output_type -> microhost.v1.LinkList
+	7,  // 15: microhost.v1.Tunnel.DataPath:output_type -> microhost.v1.DataPathInfo
+	12, // [12:16] is the sub-list for method output_type
+	8,  // [8:12] is the sub-list for method input_type
+	8,  // [8:8] is the sub-list for extension type_name
+	8,  // [8:8] is the sub-list for extension extendee
+	0,  // [0:8] is the sub-list for field type_name
 }
 
 func init() { file_microhost_v1_tunnel_proto_init() }
@@ -974,17 +919,10 @@ func file_microhost_v1_tunnel_proto_init() {
 	if File_microhost_v1_tunnel_proto != nil {
 		return
 	}
-	file_microhost_v1_tunnel_proto_msgTypes[8].OneofWrappers = []any{
-		(*SessionFrame_Dial)(nil),
-		(*SessionFrame_Accept)(nil),
-		(*SessionFrame_Message)(nil),
-		(*SessionFrame_CloseSend)(nil),
-		(*SessionFrame_Close)(nil),
-	}
-	file_microhost_v1_tunnel_proto_msgTypes[9].OneofWrappers = []any{
-		(*SessionEvent_Opened)(nil),
-		(*SessionEvent_Message)(nil),
-		(*SessionEvent_Eof)(nil),
+	file_microhost_v1_tunnel_proto_msgTypes[7].OneofWrappers = []any{
+		(*DataPathHello_Dial)(nil),
+		(*DataPathHello_Listen)(nil),
+		(*DataPathHello_Park)(nil),
 	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
@@ -992,7 +930,7 @@ func file_microhost_v1_tunnel_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_microhost_v1_tunnel_proto_rawDesc), len(file_microhost_v1_tunnel_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   12,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -22,8 +22,6 @@ const (
 	Tunnel_Connect_FullMethodName    = "/microhost.v1.Tunnel/Connect"
 	Tunnel_Disconnect_FullMethodName = "/microhost.v1.Tunnel/Disconnect"
 	Tunnel_Links_FullMethodName      = "/microhost.v1.Tunnel/Links"
-	Tunnel_Listen_FullMethodName     = "/microhost.v1.Tunnel/Listen"
-	Tunnel_Session_FullMethodName    = "/microhost.v1.Tunnel/Session"
 	Tunnel_DataPath_FullMethodName   = "/microhost.v1.Tunnel/DataPath"
 )
 
@@ -32,20 +30,14 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // Tunnel links nodes and carries sessions over named channels. The host uses
-// it over the go-plugin connection; consumers on the data path (the proxy)
-// use the same service on the tunnel's direct local endpoint (DataPath).
+// it over the go-plugin connection to manage links. Sessions do not travel
+// over this service: every consumer, the host included, opens them on the
+// tunnel's data path (DataPath), described below.
 type TunnelClient interface {
 	Connect(ctx context.Context, in *PeerAddress, opts ...grpc.CallOption) (*TunnelEmpty, error)
 	Disconnect(ctx context.Context, in *PeerAddress, opts ...grpc.CallOption) (*TunnelEmpty, error)
 	Links(ctx context.Context, in *TunnelEmpty, opts ...grpc.CallOption) (*LinkList, error)
-	// Listen streams the sessions peers open on a channel; each is then
-	// taken up by a Session call whose first frame is `accept`. The first
-	// SessionInfo, with no id, says the listener is in place.
-	Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionInfo], error)
-	// Session carries one session: the first client frame is `dial` or
-	// `accept`; then messages flow both ways.
-	Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionFrame, SessionEvent], error)
-	// DataPath tells where the direct local endpoint is and the token it wants.
+	// DataPath tells where the data path is and the token it wants.
 	DataPath(ctx context.Context, in *TunnelEmpty, opts ...grpc.CallOption) (*DataPathInfo, error)
 }
 
@@ -87,38 +79,6 @@ func (c *tunnelClient) Links(ctx context.Context, in *TunnelEmpty, opts ...grpc.
 	return out, nil
 }
 
-func (c *tunnelClient) Listen(ctx context.Context, in *ListenRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[SessionInfo], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Tunnel_ServiceDesc.Streams[0], Tunnel_Listen_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[ListenRequest, SessionInfo]{ClientStream: stream}
-	if err := x.ClientStream.SendMsg(in); err != nil {
-		return nil, err
-	}
-	if err := x.ClientStream.CloseSend(); err != nil {
-		return nil, err
-	}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Tunnel_ListenClient = grpc.ServerStreamingClient[SessionInfo]
-
-func (c *tunnelClient) Session(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[SessionFrame, SessionEvent], error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &Tunnel_ServiceDesc.Streams[1], Tunnel_Session_FullMethodName, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	x := &grpc.GenericClientStream[SessionFrame, SessionEvent]{ClientStream: stream}
-	return x, nil
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Tunnel_SessionClient = grpc.BidiStreamingClient[SessionFrame, SessionEvent]
-
 func (c *tunnelClient) DataPath(ctx context.Context, in *TunnelEmpty, opts ...grpc.CallOption) (*DataPathInfo, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(DataPathInfo)
@@ -134,20 +94,14 @@ func (c *tunnelClient) DataPath(ctx context.Context, in *TunnelEmpty, opts ...gr
 // for forward compatibility.
 //
 // Tunnel links nodes and carries sessions over named channels. The host uses
-// it over the go-plugin connection; consumers on the data path (the proxy)
-// use the same service on the tunnel's direct local endpoint (DataPath).
+// it over the go-plugin connection to manage links. Sessions do not travel
+// over this service: every consumer, the host included, opens them on the
+// tunnel's data path (DataPath), described below.
 type TunnelServer interface {
 	Connect(context.Context, *PeerAddress) (*TunnelEmpty, error)
 	Disconnect(context.Context, *PeerAddress) (*TunnelEmpty, error)
 	Links(context.Context, *TunnelEmpty) (*LinkList, error)
-	// Listen streams the sessions peers open on a channel; each is then
-	// taken up by a Session call whose first frame is `accept`. The first
-	// SessionInfo, with no id, says the listener is in place.
-	Listen(*ListenRequest, grpc.ServerStreamingServer[SessionInfo]) error
-	// Session carries one session: the first client frame is `dial` or
-	// `accept`; then messages flow both ways.
-	Session(grpc.BidiStreamingServer[SessionFrame, SessionEvent]) error
-	// DataPath tells where the direct local endpoint is and the token it wants.
+	// DataPath tells where the data path is and the token it wants.
 	DataPath(context.Context, *TunnelEmpty) (*DataPathInfo, error)
 	mustEmbedUnimplementedTunnelServer()
 }
@@ -167,12 +121,6 @@ func (UnimplementedTunnelServer) Disconnect(context.Context, *PeerAddress) (*Tun
 }
 func (UnimplementedTunnelServer) Links(context.Context, *TunnelEmpty) (*LinkList, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method Links not implemented")
-}
-func (UnimplementedTunnelServer) Listen(*ListenRequest, grpc.ServerStreamingServer[SessionInfo]) error {
-	return status.Errorf(codes.Unimplemented, "method Listen not implemented")
-}
-func (UnimplementedTunnelServer) Session(grpc.BidiStreamingServer[SessionFrame, SessionEvent]) error {
-	return status.Errorf(codes.Unimplemented, "method Session not implemented")
 }
 func (UnimplementedTunnelServer) DataPath(context.Context, *TunnelEmpty) (*DataPathInfo, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method DataPath not implemented")
@@ -252,24 +200,6 @@ func _Tunnel_Links_Handler(srv interface{}, ctx context.Context, dec func(interf
 	return interceptor(ctx, in, info, handler)
 }
 
-func _Tunnel_Listen_Handler(srv interface{}, stream grpc.ServerStream) error {
-	m := new(ListenRequest)
-	if err := stream.RecvMsg(m); err != nil {
-		return err
-	}
-	return srv.(TunnelServer).Listen(m, &grpc.GenericServerStream[ListenRequest, SessionInfo]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Tunnel_ListenServer = grpc.ServerStreamingServer[SessionInfo]
-
-func _Tunnel_Session_Handler(srv interface{}, stream grpc.ServerStream) error {
-	return srv.(TunnelServer).Session(&grpc.GenericServerStream[SessionFrame, SessionEvent]{ServerStream: stream})
-}
-
-// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
-type Tunnel_SessionServer = grpc.BidiStreamingServer[SessionFrame, SessionEvent]
-
 func _Tunnel_DataPath_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(TunnelEmpty)
 	if err := dec(in); err != nil {
@@ -312,18 +242,6 @@ var Tunnel_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Tunnel_DataPath_Handler,
 		},
 	},
-	Streams: []grpc.StreamDesc{
-		{
-			StreamName:    "Listen",
-			Handler:       _Tunnel_Listen_Handler,
-			ServerStreams: true,
-		},
-		{
-			StreamName:    "Session",
-			Handler:       _Tunnel_Session_Handler,
-			ServerStreams: true,
-			ClientStreams: true,
-		},
-	},
+	Streams:  []grpc.StreamDesc{},
 	Metadata: "microhost/v1/tunnel.proto",
 }
