@@ -118,6 +118,8 @@ func (srv *Server) serve(sess sdk.Session) {
 	if err := ss.sendTrailer(result); err != nil && srv.callsCtx.Err() == nil {
 		srv.log.Debug("call status not delivered to the calling proxy", "peer", sess.Peer(), "method", ss.method, "error", err)
 	}
+	// A session no read is waiting on can carry the tunnel's next one.
+	ss.stopWatching()
 }
 
 func readCall(sess sdk.Session) (*callpb.Call, error) {
@@ -152,6 +154,10 @@ type serverStream struct {
 	header     metadata.MD
 	headerSent bool
 	trailer    metadata.MD
+
+	// Set by RecvMsg at the caller's end frame, when watchCancel starts.
+	stopWatch context.CancelFunc
+	watched   chan struct{} // closed when watchCancel returns
 }
 
 var _ grpc.ServerStream = (*serverStream)(nil)
@@ -245,7 +251,11 @@ func (s *serverStream) RecvMsg(m any) error {
 				return nil
 			}
 		case frameEnd:
-			go s.watchCancel()
+			ctx, stop := context.WithCancel(context.Background())
+			s.mu.Lock()
+			s.stopWatch, s.watched = stop, make(chan struct{})
+			s.mu.Unlock()
+			go s.watchCancel(ctx)
 			return io.EOF
 		case frameCancel:
 			s.cancel()
@@ -258,11 +268,24 @@ func (s *serverStream) RecvMsg(m any) error {
 }
 
 // watchCancel reads on after the caller's last request, so that a cancel,
-// or the calling proxy going away, still cancels the call. It ends when
-// the session does, at the latest once the call is over.
-func (s *serverStream) watchCancel() {
-	if _, err := s.sess.Recv(context.Background()); err == nil || !errors.Is(err, io.EOF) {
+// or the calling proxy going away, still cancels the call; stopWatching
+// ends it once the call is over.
+func (s *serverStream) watchCancel(ctx context.Context) {
+	defer close(s.watched)
+	_, err := s.sess.Recv(ctx)
+	if ctx.Err() == nil && (err == nil || !errors.Is(err, io.EOF)) {
 		s.cancel()
+	}
+}
+
+// stopWatching ends watchCancel, if it runs, and waits for it.
+func (s *serverStream) stopWatching() {
+	s.mu.Lock()
+	stop, watched := s.stopWatch, s.watched
+	s.mu.Unlock()
+	if stop != nil {
+		stop()
+		<-watched
 	}
 }
 
