@@ -56,14 +56,14 @@ func (t *Tunnel) Info() sdk.Info {
 func (t *Tunnel) Schema() sdk.Schema {
 	return sdk.Schema{Attributes: []sdk.Attribute{
 		{Name: "keepalive_interval", Type: sdk.TypeDuration, Default: "1s",
-			Description: "How often each link is pinged; pings measure the link's RTT."},
+			Description: "A link that has carried nothing for this long is pinged (a QUIC PING, acknowledged by the peer)."},
 		{Name: "keepalive_timeout", Type: sdk.TypeDuration, Default: "3 × keepalive_interval",
 			Description: "A link that has been silent this long is closed as dead."},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: "4194304",
 			Description: "Largest message (headers and body, in bytes) a session sends or accepts."},
 		{Name: "queue_size", Type: sdk.TypeNumber, Default: "256",
 			Description: "Messages queued per link for each multicast or broadcast session; beyond it messages for that link are dropped and counted."},
-		{Name: "accept_backlog", Type: sdk.TypeNumber, Default: "128",
+		{Name: "accept_backlog", Type: sdk.TypeNumber, Default: "1024",
 			Description: "Incoming sessions waiting for Accept per channel; beyond it sessions are refused and counted."},
 		{Name: "dial_timeout", Type: sdk.TypeDuration, Default: "5s",
 			Description: "Bound on a QUIC handshake and on a Dial without its own timeout."},

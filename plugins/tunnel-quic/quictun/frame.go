@@ -101,34 +101,63 @@ func appendFrame(dst []byte, m *Message, maxSize int) ([]byte, error) {
 	return append(head, m.Body...), nil
 }
 
-// readFrame reads one frame. It returns io.EOF only at a clean frame boundary.
-func readFrame(r *bufio.Reader, maxSize int) (*Message, error) {
-	var lenBuf [frameLenSize]byte
-	if _, err := io.ReadFull(r, lenBuf[:]); err != nil {
-		if errors.Is(err, io.ErrUnexpectedEOF) {
-			return nil, fmt.Errorf("%w: stream ended inside a frame length", ErrBadFrame)
-		}
-		return nil, err
-	}
-	size := binary.BigEndian.Uint32(lenBuf[:])
-	if uint64(size) > uint64(maxSize) {
-		return nil, fmt.Errorf("%w: peer sent a %d-byte frame, limit is %d", ErrMessageTooLarge, size, maxSize)
-	}
-	// Memory follows the data that actually arrives, a step at a time, so a
-	// peer cannot make us allocate its claimed size up front.
-	payload := make([]byte, 0, min(int(size), allocStep))
-	for len(payload) < int(size) {
-		step := min(int(size)-len(payload), allocStep)
-		payload = slices.Grow(payload, step)
-		n, err := io.ReadFull(r, payload[len(payload):len(payload)+step])
-		payload = payload[:len(payload)+n]
+// frameReader reads frames from a stream. A read cut short by an error
+// that leaves the stream usable, such as a deadline, resumes where it
+// stopped on the next call.
+type frameReader struct {
+	r       io.Reader
+	maxSize int
+
+	head    [frameLenSize]byte
+	headN   int  // bytes of head read so far
+	inFrame bool // head is complete: payload is being read
+	size    int
+	payload []byte
+}
+
+func newFrameReader(r io.Reader, maxSize int) *frameReader {
+	return &frameReader{r: r, maxSize: maxSize}
+}
+
+// next reads one frame. It returns io.EOF only at a clean frame boundary.
+func (f *frameReader) next() (*Message, error) {
+	if !f.inFrame {
+		n, err := io.ReadFull(f.r, f.head[f.headN:])
+		f.headN += n
 		if err != nil {
 			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return nil, fmt.Errorf("%w: stream ended after %d bytes of a %d-byte frame", ErrBadFrame, len(payload), size)
+				if f.headN == 0 {
+					return nil, io.EOF
+				}
+				return nil, fmt.Errorf("%w: stream ended inside a frame length", ErrBadFrame)
+			}
+			return nil, err
+		}
+		size := binary.BigEndian.Uint32(f.head[:])
+		if uint64(size) > uint64(f.maxSize) {
+			return nil, fmt.Errorf("%w: peer sent a %d-byte frame, limit is %d", ErrMessageTooLarge, size, f.maxSize)
+		}
+		f.inFrame, f.size = true, int(size)
+		// Memory follows the data that actually arrives, a step at a time,
+		// so a peer cannot make us allocate its claimed size up front.
+		f.payload = make([]byte, 0, min(f.size, allocStep))
+	}
+	for len(f.payload) < f.size {
+		step := min(f.size-len(f.payload), allocStep)
+		f.payload = slices.Grow(f.payload, step)
+		// Reading into the message's own buffer: a buffered reader hands
+		// large reads straight to the stream, so a body is copied once.
+		n, err := io.ReadFull(f.r, f.payload[len(f.payload):len(f.payload)+step])
+		f.payload = f.payload[:len(f.payload)+n]
+		if err != nil {
+			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
+				return nil, fmt.Errorf("%w: stream ended after %d bytes of a %d-byte frame", ErrBadFrame, len(f.payload), f.size)
 			}
 			return nil, err
 		}
 	}
+	payload := f.payload
+	f.payload, f.headN, f.inFrame = nil, 0, false
 	return decodePayload(payload)
 }
 

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"maps"
+	"os"
 	"strings"
 	"testing"
 )
@@ -23,9 +24,9 @@ func TestFrameRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r := bufio.NewReader(bytes.NewReader(buf))
+	frames := newFrameReader(bytes.NewReader(buf), 1<<20)
 	for i, want := range msgs {
-		got, err := readFrame(r, 1<<20)
+		got, err := frames.next()
 		if err != nil {
 			t.Fatalf("message %d: %v", i, err)
 		}
@@ -33,8 +34,62 @@ func TestFrameRoundTrip(t *testing.T) {
 			t.Fatalf("message %d: got %v/%d bytes, want %v/%d bytes", i, got.Header, len(got.Body), want.Header, len(want.Body))
 		}
 	}
-	if _, err := readFrame(r, 1<<20); err != io.EOF {
+	if _, err := frames.next(); err != io.EOF {
 		t.Fatalf("at end: want io.EOF, got %v", err)
+	}
+}
+
+// stutter returns at most one byte per Read and fails every other Read
+// with a timeout, as a stream does when a Recv's context ends.
+type stutter struct {
+	data []byte
+	fail bool
+}
+
+func (s *stutter) Read(p []byte) (int, error) {
+	if s.fail = !s.fail; s.fail {
+		return 0, os.ErrDeadlineExceeded
+	}
+	if len(s.data) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p[:1], s.data)
+	s.data = s.data[n:]
+	return n, nil
+}
+
+// TestFrameReaderResumes checks that frames read through interruptions at
+// every byte (inside the length and the payload) arrive whole.
+func TestFrameReaderResumes(t *testing.T) {
+	want := []*Message{{Header: map[string]string{"k": "v"}, Body: []byte("first")}, {Body: []byte("second")}}
+	var buf []byte
+	for _, m := range want {
+		buf, _ = appendFrame(buf, m, 1<<10)
+	}
+	frames := newFrameReader(&stutter{data: buf}, 1<<10)
+	var got []*Message
+	interruptions := 0
+	for {
+		m, err := frames.next()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			interruptions++
+			continue
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			t.Fatalf("after %d messages: %v", len(got), err)
+		}
+		got = append(got, m)
+	}
+	if len(got) != len(want) || interruptions < len(buf) {
+		t.Fatalf("got %d messages through %d interruptions, want %d through at least %d", len(got), interruptions, len(want), len(buf))
+	}
+	for i := range want {
+		if !maps.Equal(got[i].Header, want[i].Header) || !bytes.Equal(got[i].Body, want[i].Body) {
+			t.Fatalf("message %d: got %v %q, want %v %q", i, got[i].Header, got[i].Body, want[i].Header, want[i].Body)
+		}
 	}
 }
 
@@ -50,14 +105,14 @@ func TestFrameLimits(t *testing.T) {
 		t.Fatalf("too many headers: %v", err)
 	}
 	big, _ := appendFrame(nil, &Message{Body: make([]byte, 5000)}, 1<<20)
-	if _, err := readFrame(bufio.NewReader(bytes.NewReader(big)), 1024); !errors.Is(err, ErrMessageTooLarge) {
+	if _, err := newFrameReader(bytes.NewReader(big), 1024).next(); !errors.Is(err, ErrMessageTooLarge) {
 		t.Fatalf("reading oversized frame: %v", err)
 	}
-	if _, err := readFrame(bufio.NewReader(bytes.NewReader(big[:100])), 1<<20); !errors.Is(err, ErrBadFrame) {
+	if _, err := newFrameReader(bytes.NewReader(big[:100]), 1<<20).next(); !errors.Is(err, ErrBadFrame) {
 		t.Fatalf("truncated frame: %v", err)
 	}
 	bad := []byte{0, 0, 0, 3, 1, 200, 1} // one header whose key claims 200 bytes
-	if _, err := readFrame(bufio.NewReader(bytes.NewReader(bad)), 1<<20); !errors.Is(err, ErrBadFrame) {
+	if _, err := newFrameReader(bytes.NewReader(bad), 1<<20).next(); !errors.Is(err, ErrBadFrame) {
 		t.Fatalf("lying key length: %v", err)
 	}
 }
@@ -85,9 +140,9 @@ func FuzzReadFrame(f *testing.F) {
 	f.Add([]byte{0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{0, 0, 0, 2, 1, 0})
 	f.Fuzz(func(t *testing.T, data []byte) {
-		r := bufio.NewReader(bytes.NewReader(data))
+		frames := newFrameReader(bytes.NewReader(data), 1<<16)
 		for {
-			m, err := readFrame(r, 1<<16)
+			m, err := frames.next()
 			if err != nil {
 				return
 			}
@@ -95,7 +150,7 @@ func FuzzReadFrame(f *testing.F) {
 			if err != nil {
 				t.Fatalf("decoded message does not re-encode: %v", err)
 			}
-			back, err := readFrame(bufio.NewReader(bytes.NewReader(enc)), 1<<16)
+			back, err := newFrameReader(bytes.NewReader(enc), 1<<16).next()
 			if err != nil || !maps.Equal(back.Header, m.Header) || !bytes.Equal(back.Body, m.Body) {
 				t.Fatalf("round trip changed the message: %v", err)
 			}

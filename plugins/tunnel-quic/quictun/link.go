@@ -3,7 +3,6 @@ package quictun
 import (
 	"bufio"
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"slices"
@@ -35,8 +34,6 @@ const (
 const (
 	opHello    = "hello"    // body: channels the sender listens on, one per line
 	opChannels = "channels" // body: the sender's complete channel set, one per line
-	opPing     = "ping"     // body: 8-byte opaque stamp
-	opPong     = "pong"     // body: the ping's stamp, echoed
 	opGoodbye  = "goodbye"  // the sender is closing: read what it sent, then close the link
 )
 
@@ -57,7 +54,7 @@ type link struct {
 	cancel    context.CancelCauseFunc
 
 	ctrlOut *quic.SendStream
-	ctrlIn  *bufio.Reader
+	ctrlIn  *frameReader
 	ctrlMu  sync.Mutex // serialises control writes
 
 	// announce asks the announcer to send our current channel set. Sending
@@ -65,11 +62,14 @@ type link struct {
 	// latest set, however Listen and Close calls interleave.
 	announce chan struct{}
 
-	lastRecv atomic.Int64 // node clock (ns) of the last control message from the peer
-	rtt      atomic.Int64 // EWMA of ping round trips, ns; 0 until measured
-	readers  atomic.Int32 // session readers still pulling data off this link
-	errs     atomic.Uint64
-	drops    atomic.Uint64
+	rtt     atomic.Int64 // QUIC's smoothed RTT, ns, as of the last keepalive check; 0 until measured
+	readers atomic.Int32 // session readers still pulling data off this link
+	errs    atomic.Uint64
+	drops   atomic.Uint64
+
+	// Owned by the node's keepalive goroutine once the link is registered.
+	packetsSeen uint64 // the connection's received packet count at the last check
+	heardAt     int64  // node clock (ns) of the check that last saw the count move
 
 	mu       sync.Mutex
 	channels map[string]bool // channels the peer listens on
@@ -142,8 +142,8 @@ func (l *link) openControl() error {
 	if err != nil {
 		return fmt.Errorf("open control stream: %w", err)
 	}
-	// Control (pings, announcements) goes ahead of bulk session data, so
-	// a saturated link is not mistaken for a dead one.
+	// Announcements go ahead of bulk session data, so a saturated link
+	// does not delay what peers learn of our channels.
 	s.SetPriority(0, false)
 	l.ctrlOut = s
 	hello := &Message{
@@ -181,7 +181,8 @@ func (l *link) acceptControl(ctx context.Context) error {
 	if p.kind != kindControl {
 		return fmt.Errorf("%w: first unidirectional stream is not a control stream", ErrBadFrame)
 	}
-	m, err := readFrame(r, maxControlFrame)
+	frames := newFrameReader(r, maxControlFrame)
+	m, err := frames.next()
 	if err != nil {
 		return fmt.Errorf("reading hello: %w", err)
 	}
@@ -197,8 +198,7 @@ func (l *link) acceptControl(ctx context.Context) error {
 	if l.channels, err = parseChannels(m.Body); err != nil {
 		return fmt.Errorf("hello: %w", err)
 	}
-	l.ctrlIn = r
-	l.lastRecv.Store(l.node.now())
+	l.ctrlIn = frames
 	return nil
 }
 
@@ -234,7 +234,7 @@ func (l *link) announcer() {
 // readControl handles the peer's control messages until the link closes.
 func (l *link) readControl() {
 	for {
-		m, err := readFrame(l.ctrlIn, maxControlFrame)
+		m, err := l.ctrlIn.next()
 		if err != nil {
 			if l.ctx.Err() == nil {
 				l.errs.Add(1)
@@ -242,16 +242,7 @@ func (l *link) readControl() {
 			}
 			return
 		}
-		l.heard(l.node.now())
 		switch op := m.Header["op"]; op {
-		case opPing:
-			if err := l.sendControl(opPong, m.Body); err != nil {
-				l.node.log.Debug("pong failed", "link", l.String(), "error", err)
-			}
-		case opPong:
-			if len(m.Body) == 8 {
-				l.observeRTT(time.Duration(l.node.now() - int64(binary.BigEndian.Uint64(m.Body))))
-			}
 		case opChannels:
 			set, err := parseChannels(m.Body)
 			if err != nil {
@@ -272,94 +263,11 @@ func (l *link) readControl() {
 	}
 }
 
-// rttWeight is the weight of a new sample in the RTT average (like TCP's 1/8).
-const rttWeight = 0.125
-
-func (l *link) observeRTT(sample time.Duration) {
-	if sample <= 0 {
-		sample = 1 // a measured link never reads as unmeasured
-	}
-	for {
-		old := l.rtt.Load()
-		next := int64(sample)
-		if old != 0 {
-			next = int64(float64(old)*(1-rttWeight) + float64(sample)*rttWeight)
-			if next <= 0 {
-				next = 1
-			}
-		}
-		if l.rtt.CompareAndSwap(old, next) {
-			return
-		}
-	}
-}
-
-// keepalive pings every interval and closes the link when nothing has been
-// heard from the peer for the keepalive timeout.
-//
-// Besides control messages, any QUIC packet from the peer counts as a sign
-// of life, so a link saturated with session data is not mistaken for a dead
-// one. Packets are sampled four times per interval and credited to the
-// previous sample's time, which keeps detection within the timeout while
-// crediting life at most half an interval late.
-func (l *link) keepalive() {
-	interval, timeout := l.node.cfg.KeepaliveInterval, l.node.cfg.KeepaliveTimeout
-	const samplesPerPing = 4
-	tick := time.NewTicker(max(interval/samplesPerPing, time.Millisecond))
-	defer tick.Stop()
-	ticks := 0
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
-	lastPackets := l.conn.ConnectionStats().PacketsReceived
-	prevSample := l.node.now()
-	sample := func() {
-		now := l.node.now()
-		if pk := l.conn.ConnectionStats().PacketsReceived; pk != lastPackets {
-			lastPackets = pk
-			l.heard(prevSample)
-		}
-		prevSample = now
-	}
-	l.sendPing()
-	for {
-		select {
-		case <-l.ctx.Done():
-			return
-		case <-tick.C:
-			sample()
-			if ticks++; ticks%samplesPerPing == 0 {
-				l.sendPing()
-			}
-		case <-deadline.C:
-			sample()
-			silent := time.Duration(l.node.now() - l.lastRecv.Load())
-			if silent >= timeout {
-				l.errs.Add(1)
-				l.node.log.Warn("link dead: keepalive timeout", "link", l.String(), "silent", silent.String(), "timeout", timeout.String())
-				l.close(codeKeepalive, fmt.Errorf("%w: nothing heard for %s", ErrKeepaliveTimeout, silent))
-				return
-			}
-			deadline.Reset(timeout - silent)
-		}
-	}
-}
-
-// heard records a sign of life at node time t.
-func (l *link) heard(t int64) {
-	for {
-		old := l.lastRecv.Load()
-		if t <= old || l.lastRecv.CompareAndSwap(old, t) {
-			return
-		}
-	}
-}
-
-func (l *link) sendPing() {
-	var stamp [8]byte
-	binary.BigEndian.PutUint64(stamp[:], uint64(l.node.now()))
-	if err := l.sendControl(opPing, stamp[:]); err != nil && l.ctx.Err() == nil {
-		l.node.log.Debug("ping failed", "link", l.String(), "error", err)
-	}
+// sampleRTT records QUIC's smoothed RTT, which it measures from the
+// acknowledgements of keepalive PINGs and session data alike.
+func (l *link) sampleRTT(st quic.ConnectionStats) {
+	// A measured link never reads as unmeasured.
+	l.rtt.Store(max(int64(st.SmoothedRTT), 1))
 }
 
 // ErrKeepaliveTimeout is the cause of a link closed for silence.

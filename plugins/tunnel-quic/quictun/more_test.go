@@ -73,6 +73,31 @@ func TestSessionContextsAndLimits(t *testing.T) {
 	if recvText(t, in) != "ok" {
 		t.Fatal("session broken by a timed-out Recv")
 	}
+	send(t, in, "reply")
+	if recvText(t, s) != "reply" {
+		t.Fatal("a Recv with another context after a timed-out one failed")
+	}
+	// A context that ends between calls spoils no call with another one.
+	ended, cancel := context.WithCancel(t.Context())
+	if err := s.Send(ended, &Message{Body: []byte("1")}); err != nil {
+		t.Fatal(err)
+	}
+	if err := in.Send(ended, &Message{Body: []byte("2")}); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := s.Recv(ended); err != nil || string(m.Body) != "2" {
+		t.Fatalf("recv: %v", err)
+	}
+	cancel()
+	time.Sleep(10 * time.Millisecond) // let the context's end reach the streams
+	send(t, s, "3")
+	if got := recvText(t, in) + recvText(t, in); got != "13" {
+		t.Fatalf("after the context ended got %q, want \"13\"", got)
+	}
+	send(t, in, "4")
+	if recvText(t, s) != "4" {
+		t.Fatal("recv after the context ended failed")
+	}
 	// b accepts at most 4096 bytes: a bigger message is refused with a
 	// message that says so, and the too-large error reaches the sender.
 	if err := s.Send(ctxT(t), &Message{Body: make([]byte, 10000)}); err != nil {

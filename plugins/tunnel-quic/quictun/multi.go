@@ -1,7 +1,6 @@
 package quictun
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -191,10 +190,13 @@ func (b *branch) fail(err error) {
 	b.s.node.log.Warn("multicast branch failed", "session", b.s.id, "link", b.link.String(), "error", err)
 }
 
+// readLoop passes on the peer's replies. Replies to a multicast are rare,
+// so it reads the stream without a buffer, which would sit idle on every
+// link.
 func (b *branch) readLoop() {
-	r := bufio.NewReaderSize(b.str, readBufferSize)
+	frames := newFrameReader(b.str, b.s.node.cfg.MaxMessageSize)
 	for {
-		m, err := readFrame(r, b.s.node.cfg.MaxMessageSize)
+		m, err := frames.next()
 		if err != nil {
 			if code, bad := rejectCode(err); bad {
 				b.link.errs.Add(1)

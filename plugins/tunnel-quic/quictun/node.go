@@ -64,7 +64,7 @@ type Config struct {
 	KeepaliveTimeout  time.Duration // default 3 × KeepaliveInterval
 	MaxMessageSize    int           // default 4 MiB
 	QueueSize         int           // per link, per multicast session; default 256
-	AcceptBacklog     int           // sessions waiting for Accept per listener; default 128
+	AcceptBacklog     int           // sessions waiting for Accept per listener; default 1024
 	DialTimeout       time.Duration // default 5s
 	DrainTimeout      time.Duration // bound on Close's drain; default 5s
 	ReconnectMin      time.Duration // default 250ms
@@ -77,11 +77,13 @@ const (
 	DefaultKeepaliveInterval = time.Second
 	DefaultMaxMessageSize    = 4 << 20
 	DefaultQueueSize         = 256
-	DefaultAcceptBacklog     = 128
-	DefaultDialTimeout       = 5 * time.Second
-	DefaultDrainTimeout      = 5 * time.Second
-	DefaultReconnectMin      = 250 * time.Millisecond
-	DefaultReconnectMax      = 30 * time.Second
+	// Every remote call through the proxy is a session, so a burst of
+	// calls is a burst of sessions; a slot costs a pointer.
+	DefaultAcceptBacklog = 1024
+	DefaultDialTimeout   = 5 * time.Second
+	DefaultDrainTimeout  = 5 * time.Second
+	DefaultReconnectMin  = 250 * time.Millisecond
+	DefaultReconnectMax  = 30 * time.Second
 	// MaxMessageLimit caps MaxMessageSize (the length prefix is 32 bits).
 	MaxMessageLimit = 1 << 30
 )
@@ -206,8 +208,9 @@ func Start(cfg Config) (*Node, error) {
 	}
 	// The node holds one count on wg until Close, so goroutines started from
 	// callers' goroutines never raise the counter from zero while Close waits.
-	n.wg.Add(2)
+	n.wg.Add(3)
 	go n.acceptLoop()
+	go n.keepalive()
 	n.log.Info("tunnel listening", "node", cfg.Identity.ID, "address", udp.LocalAddr().String())
 	return n, nil
 }
@@ -249,7 +252,9 @@ func (n *Node) SetIdentity(id *pki.Node) error {
 func (n *Node) quicConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout: n.cfg.DialTimeout,
-		// Our keepalive detects dead links; QUIC's idle timeout is a backstop.
+		// QUIC sends the keepalive pings (see keepalive); our check detects
+		// dead links, and QUIC's idle timeout is a backstop.
+		KeepAlivePeriod:            n.cfg.KeepaliveInterval,
 		MaxIdleTimeout:             2 * n.cfg.KeepaliveTimeout,
 		MaxIncomingStreams:         1 << 16,
 		MaxIncomingUniStreams:      1,
@@ -456,6 +461,9 @@ func (n *Node) register(l *link) (*link, error) {
 			return old, nil
 		}
 	}
+	st := l.conn.ConnectionStats()
+	l.sampleRTT(st)
+	l.packetsSeen, l.heardAt = st.PacketsReceived, n.now()
 	n.links[l.peer] = l
 	l.mu.Lock()
 	l.up = true
@@ -472,13 +480,62 @@ func (n *Node) register(l *link) (*link, error) {
 	case l.announce <- struct{}{}:
 	default: // announce() got there first
 	}
-	n.wg.Add(5)
+	n.wg.Add(4)
 	go func() { defer n.wg.Done(); l.announcer() }()
 	go func() { defer n.wg.Done(); l.readControl() }()
-	go func() { defer n.wg.Done(); l.keepalive() }()
 	go func() { defer n.wg.Done(); n.acceptStreams(l) }()
 	go func() { defer n.wg.Done(); n.watchLink(l) }()
 	return l, nil
+}
+
+// keepaliveChecks is how many times per keepalive timeout the links are
+// checked for signs of life.
+const keepaliveChecks = 6
+
+// keepalive closes links that have been silent for the keepalive timeout,
+// and refreshes every link's RTT.
+//
+// QUIC sends the pings: every connection has a keep-alive period of one
+// interval, so an end that has heard nothing for an interval sends a PING,
+// which the other acknowledges. An idle link costs one PING and one ACK per
+// interval, from whichever end is first; a link carrying traffic costs
+// nothing extra. Any packet from the peer is a sign of life, so a link
+// saturated with session data is not mistaken for a dead one.
+//
+// One goroutine checks every link keepaliveChecks times per timeout, so an
+// idle node wakes a few times a second however many links it has. A check
+// that sees new packets credits them to itself, at most one check period
+// late; a link is closed at the first check that finds it silent for the
+// timeout less one period. So a dead link is closed within the timeout of
+// its last packet, and a live one only if it was silent for at least
+// (keepaliveChecks-1)/keepaliveChecks of the timeout.
+func (n *Node) keepalive() {
+	defer n.wg.Done()
+	timeout := n.cfg.KeepaliveTimeout
+	period := max(timeout/keepaliveChecks, time.Millisecond)
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-n.ctx.Done():
+			return
+		case <-tick.C:
+		}
+		now := n.now()
+		for _, l := range n.upLinks() {
+			st := l.conn.ConnectionStats()
+			l.sampleRTT(st)
+			if st.PacketsReceived != l.packetsSeen {
+				l.packetsSeen, l.heardAt = st.PacketsReceived, now
+				continue
+			}
+			if silent := time.Duration(now - l.heardAt); silent >= timeout-period {
+				l.errs.Add(1)
+				n.log.Warn("link dead: keepalive timeout", "link", l.String(), "silent", silent.String(), "timeout", timeout.String())
+				l.close(codeKeepalive, fmt.Errorf("%w: nothing heard for %s", ErrKeepaliveTimeout, silent))
+			}
+		}
+	}
 }
 
 // watchLink removes l once its connection ends.

@@ -365,6 +365,30 @@ func TestDeadLinkDetectedAndReconnected(t *testing.T) {
 	inC.Close()
 }
 
+// TestIdleLinkStaysUpAndDeadDiallerIsDetected leaves a link idle for many
+// keepalive timeouts (only keepalive keeps it alive), then makes the node
+// that dialled it vanish: the node that accepted it must notice too.
+func TestIdleLinkStaysUpAndDeadDiallerIsDetected(t *testing.T) {
+	const interval = 250 * time.Millisecond
+	slower := func(c *Config) { c.KeepaliveInterval = interval }
+	ca := newTestCA(t)
+	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0", slower)
+	b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0", slower)
+	connect(t, a, b) // a dialled b
+	before := linkTo(b.Node, "a")
+	time.Sleep(8 * interval)
+	after := linkTo(b.Node, "a")
+	if after == nil || after.ID != before.ID || strings.Contains(a.logs.String()+b.logs.String(), "keepalive timeout") {
+		t.Fatalf("an idle link did not stay up:\n%s%s", a.logs.String(), b.logs.String())
+	}
+
+	_ = a.udp.Close() // the dialler vanishes without a word
+	eventually(t, "b to drop the dead link to a", func() bool { return linkTo(b.Node, "a") == nil })
+	if !strings.Contains(b.logs.String(), "keepalive timeout") {
+		t.Fatalf("link to a was not closed by b's keepalive but by something slower:\n%s", b.logs.String())
+	}
+}
+
 func TestOrderlyCloseIsSeenAtOnce(t *testing.T) {
 	ca := newTestCA(t)
 	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0")

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -14,7 +15,10 @@ import (
 	"github.com/quic-go/quic-go"
 )
 
-// Session is a reliable, ordered, two-way stream of messages.
+// Session is a reliable, ordered, two-way stream of messages. Its
+// resources are released by Close, or once Recv has returned an error
+// (io.EOF included) and the sending half has ended: by CloseSend, a failed
+// Send, or the peer's Close.
 type Session interface {
 	ID() string
 	Channel() string
@@ -24,7 +28,8 @@ type Session interface {
 	Peer() string
 	Send(ctx context.Context, m *Message) error
 	// Recv returns the next message, or io.EOF once the other side closed
-	// its sending half.
+	// its sending half. A Recv that returns because ctx ended leaves the
+	// session usable.
 	Recv(ctx context.Context) (*Message, error)
 	CloseSend() error
 	Close() error
@@ -39,17 +44,20 @@ type DialOptions struct {
 	Timeout time.Duration
 }
 
-// recvBuffer is how many decoded messages a session holds ahead of Recv.
-// The reader blocks when it is full, which pushes back through QUIC flow
-// control to the sender: nothing is dropped.
+// recvBuffer is how many decoded messages a multicast session holds ahead
+// of Recv. Its readers block when it is full, which pushes back through
+// QUIC flow control to the senders: nothing is dropped.
 const recvBuffer = 16
 
 // coalesceLimit is the largest body Send copies next to its frame head to
 // write both at once; larger bodies are written in place.
 const coalesceLimit = 16 << 10
 
-// readBufferSize is the bufio buffer between a QUIC stream and the decoder.
-const readBufferSize = 64 << 10
+// readBufferSize is the buffer between a session's QUIC stream and the
+// decoder. It only batches small frames: a larger body is read straight
+// into the message, so a bigger buffer would only cost idle memory (one
+// per stream, several streams per link).
+const readBufferSize = 4 << 10
 
 // Listener yields the sessions peers dial to its channel.
 type Listener struct {
@@ -295,7 +303,8 @@ func (n *Node) dialUnicast(ctx context.Context, l *link, channel string) (Sessio
 }
 
 // streamSession is a session on one QUIC stream: every unicast session, and
-// each incoming multicast or broadcast stream.
+// each incoming multicast or broadcast stream. Recv reads the stream in
+// its caller's goroutine, so a message is not handed between goroutines.
 type streamSession struct {
 	id, channel, peer string
 	mode              Mode
@@ -303,46 +312,59 @@ type streamSession struct {
 	str               *quic.Stream
 	maxMsg            int
 
-	recv    chan *Message
-	recvErr error // set before recv is closed
-	closed  chan struct{}
-	once    sync.Once
+	// reading holds a token while a Recv reads the stream; Close takes it
+	// for good.
+	reading   chan struct{}
+	frames    *frameReader // used only while holding the token
+	recvErr   error        // sticky: the receiving half has ended; set holding the token
+	readWatch ctxWatch
+	closed    chan struct{}
+	once      sync.Once
+	// recvOver is set once the receiving half has ended, when the link
+	// stops counting the session as a reader.
+	recvOver atomic.Bool
 
-	wmu       sync.Mutex // serialises writes, and Close/CancelWrite with them
-	head      []byte     // reusable frame head buffer
-	writeErr  error      // sticky: the send side is finished
-	closing   atomic.Bool
-	writeDone bool
-	halves    atomic.Int32 // halves (receive, send) that have ended
+	wmu        sync.Mutex // serialises writes, and Close/CancelWrite with them
+	head       []byte     // reusable frame head buffer
+	writeErr   error      // sticky: the send side is finished
+	writeWatch ctxWatch
+	closing    atomic.Bool
+	writeDone  bool
 }
 
-func newStreamSession(l *link, str *quic.Stream, r *bufio.Reader, id, channel string, mode Mode, peer string) *streamSession {
+func newStreamSession(l *link, str *quic.Stream, r io.Reader, id, channel string, mode Mode, peer string) *streamSession {
+	n := l.node
 	s := &streamSession{
 		id: id, channel: channel, peer: peer, mode: mode, link: l, str: str,
-		maxMsg: l.node.cfg.MaxMessageSize,
-		recv:   make(chan *Message, recvBuffer),
-		closed: make(chan struct{}),
+		maxMsg:  n.cfg.MaxMessageSize,
+		reading: make(chan struct{}, 1),
+		frames:  newFrameReader(r, n.cfg.MaxMessageSize),
+		closed:  make(chan struct{}),
 	}
-	n := l.node
+	s.readWatch.setDeadline = str.SetReadDeadline
+	s.writeWatch.setDeadline = str.SetWriteDeadline
+	l.readers.Add(1)
+	// The node tracks the session until its sending half is over, however
+	// that happens: CloseSend, Close, a failed write, the peer stopping
+	// reading, or the link going down. quic-go cancels the stream's
+	// context in every case, also when the consumer never closes the
+	// session after its peer did.
 	n.mu.Lock()
 	n.sessions[s] = struct{}{}
-	n.mu.Unlock()
-	l.readers.Add(1)
 	n.wg.Add(1)
-	go func() {
+	n.mu.Unlock()
+	context.AfterFunc(str.Context(), func() {
 		defer n.wg.Done()
-		defer l.readers.Add(-1)
-		defer s.halfDone()
-		s.readLoop(r)
-	}()
+		n.forget(s)
+		s.writeWatch.release()
+	})
 	return s
 }
 
-// halfDone is called once when the receiving half ends and once when the
-// sending half does; after both the node stops tracking the session.
-func (s *streamSession) halfDone() {
-	if s.halves.Add(1) == 2 {
-		s.link.node.forget(s)
+// endRecv marks the receiving half over, once.
+func (s *streamSession) endRecv() {
+	if s.recvOver.CompareAndSwap(false, true) {
+		s.link.readers.Add(-1)
 	}
 }
 
@@ -353,39 +375,64 @@ func (s *streamSession) finishWrite() bool {
 		return false
 	}
 	s.writeDone = true
-	s.halfDone()
+	s.writeWatch.release()
 	return true
+}
+
+// ctxWatch makes the end of a context interrupt a stream's reads (or
+// writes) by setting their deadline. Consumers pass the same context to
+// every call, so a watch stays registered from one call to the next rather
+// than being set up and torn down for every message; it is released when
+// that half of the session ends.
+type ctxWatch struct {
+	setDeadline func(time.Time) error
+
+	mu    sync.Mutex
+	done  <-chan struct{} // Done of the watched context
+	stop  func() bool
+	fired chan struct{} // closed once the deadline is set
+}
+
+// watch makes the end of ctx interrupt the stream's blocked and future
+// calls, in place of any context watched before.
+func (w *ctxWatch) watch(ctx context.Context) {
+	done := ctx.Done()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if done == w.done {
+		return
+	}
+	w.releaseLocked()
+	if done == nil {
+		return
+	}
+	fired := make(chan struct{})
+	w.done, w.fired = done, fired
+	w.stop = context.AfterFunc(ctx, func() {
+		_ = w.setDeadline(time.Now())
+		close(fired)
+	})
+}
+
+// release stops watching and lifts a deadline the watched context set.
+func (w *ctxWatch) release() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.releaseLocked()
+}
+
+func (w *ctxWatch) releaseLocked() {
+	if w.stop != nil && !w.stop() {
+		<-w.fired
+		_ = w.setDeadline(time.Time{})
+	}
+	w.done, w.stop, w.fired = nil, nil, nil
 }
 
 func (s *streamSession) ID() string      { return s.id }
 func (s *streamSession) Channel() string { return s.channel }
 func (s *streamSession) Mode() Mode      { return s.mode }
 func (s *streamSession) Peer() string    { return s.peer }
-
-func (s *streamSession) readLoop(r *bufio.Reader) {
-	defer close(s.recv)
-	for {
-		m, err := readFrame(r, s.maxMsg)
-		if err != nil {
-			s.recvErr = s.translate(err)
-			if code, bad := rejectCode(err); bad {
-				s.link.errs.Add(1)
-				s.link.node.log.Warn("session stream broken", "session", s.id, "peer", s.peer, "error", err)
-				s.str.CancelRead(code)
-			}
-			return
-		}
-		select {
-		case s.recv <- m:
-		case <-s.closed:
-			s.recvErr = fmt.Errorf("session %s: %w", s.id, ErrClosed)
-			return
-		case <-s.link.node.ctx.Done():
-			s.recvErr = fmt.Errorf("session %s: %w", s.id, ErrClosed)
-			return
-		}
-	}
-}
 
 // translate turns a QUIC error into one that says what happened.
 func (s *streamSession) translate(err error) error {
@@ -433,18 +480,41 @@ func streamError(err error, channel, peer string) error {
 	return fmt.Errorf("session on %q with %s: %w", channel, peer, err)
 }
 
+// Recv reads the next message. A Recv that returns because its context
+// ended leaves the session usable: the next Recv carries on where the
+// stream was left.
 func (s *streamSession) Recv(ctx context.Context) (*Message, error) {
 	select {
-	case m, ok := <-s.recv:
-		if !ok {
-			return nil, s.recvErr
-		}
-		return m, nil
+	case s.reading <- struct{}{}:
 	case <-s.closed:
 		return nil, fmt.Errorf("session %s: %w", s.id, ErrClosed)
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+	defer func() { <-s.reading }()
+	if s.recvErr != nil {
+		return nil, s.recvErr
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	s.readWatch.watch(ctx)
+	m, err := s.frames.next()
+	if err == nil {
+		return m, nil
+	}
+	if ctx.Err() != nil && !s.closing.Load() && errors.Is(err, os.ErrDeadlineExceeded) {
+		return nil, ctx.Err()
+	}
+	s.readWatch.release()
+	if code, bad := rejectCode(err); bad {
+		s.link.errs.Add(1)
+		s.link.node.log.Warn("session stream broken", "session", s.id, "peer", s.peer, "error", err)
+		s.str.CancelRead(code)
+	}
+	s.recvErr = s.translate(err)
+	s.endRecv()
+	return nil, s.recvErr
 }
 
 func (s *streamSession) Send(ctx context.Context, m *Message) error {
@@ -461,19 +531,7 @@ func (s *streamSession) Send(ctx context.Context, m *Message) error {
 		return err // nothing was written; the session stays usable
 	}
 	s.head = head
-	if ctx.Done() != nil {
-		fired := make(chan struct{})
-		stop := context.AfterFunc(ctx, func() {
-			_ = s.str.SetWriteDeadline(time.Now())
-			close(fired)
-		})
-		defer func() {
-			if !stop() {
-				<-fired
-				_ = s.str.SetWriteDeadline(time.Time{})
-			}
-		}()
-	}
+	s.writeWatch.watch(ctx)
 	if len(m.Body) <= coalesceLimit {
 		// One write keeps a small message in one packet.
 		s.head = append(head, m.Body...)
@@ -550,6 +608,10 @@ func (s *streamSession) shut(finishWrite func(), readCode quic.StreamErrorCode) 
 		finishWrite()
 		s.wmu.Unlock()
 		s.str.CancelRead(readCode)
-		s.link.node.forget(s)
+		s.endRecv()
+		// A Recv in progress returns now; later ones find the session
+		// closed.
+		s.reading <- struct{}{}
+		s.readWatch.release()
 	})
 }
