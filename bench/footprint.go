@@ -18,7 +18,8 @@ import (
 // G14: an idle node (host, tunnel, router and proxy processes) linked to
 // 50 peer nodes (host, tunnel and router processes each). Each pair is one
 // window of idleness; G14 reads the largest RSS of the node's processes at
-// its end, G14-cpu the largest CPU share of one of them during it.
+// its end (G14-pss the same counting shared pages by share), G14-cpu the
+// largest CPU share of one of them during it.
 const (
 	footprintPeers  = 50
 	footprintSettle = 10 * time.Second // after the last link, before measuring
@@ -35,6 +36,7 @@ type hub struct {
 // window is what the node's processes used during one idle window.
 type window struct {
 	maxRSS   float64 // MB, the largest process
+	maxPSS   float64 // MB, the largest process counting shared pages by share
 	maxCPU   float64 // percent of one core, the busiest process
 	totalCPU float64 // percent of one core, all of the node's processes
 }
@@ -133,11 +135,16 @@ func (h *hub) window(ctx context.Context, i int) (window, error) {
 		if err != nil {
 			return window{}, err
 		}
+		pss, err := pssMB(pid)
+		if err != nil {
+			return window{}, err
+		}
 		cpu := float64(t-before[k]) / clockTicks / elapsed * 100
 		w.maxRSS = max(w.maxRSS, rss)
+		w.maxPSS = max(w.maxPSS, pss)
 		w.maxCPU = max(w.maxCPU, cpu)
 		w.totalCPU += cpu
-		report = append(report, fmt.Sprintf("%s[%d] %.1f MB %.1f%%", processName(pid), pid, rss, cpu))
+		report = append(report, fmt.Sprintf("%s[%d] %.1f MB (PSS %.1f) %.1f%%", processName(pid), pid, rss, pss, cpu))
 	}
 	fmt.Printf("    %s; all %.1f%% CPU\n", strings.Join(report, ", "), w.totalCPU)
 	h.by[i] = w
@@ -166,21 +173,29 @@ func cpuTicks(pid int) (int64, error) {
 }
 
 // rssMB is the resident set of pid (VmRSS), in MB.
-func rssMB(pid int) (float64, error) {
-	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
+func rssMB(pid int) (float64, error) { return procMB(pid, "status", "VmRSS:") }
+
+// pssMB is the proportional set of pid (Pss), in MB: its private pages plus
+// its share of the pages it shares, such as the microhost binary's code,
+// which every node process maps and VmRSS counts in full each time.
+func pssMB(pid int) (float64, error) { return procMB(pid, "smaps_rollup", "Pss:") }
+
+// procMB reads the "key  N kB" line of /proc/PID/file, in MB.
+func procMB(pid int, file, key string) (float64, error) {
+	b, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), file))
 	if err != nil {
 		return 0, err
 	}
 	for line := range strings.Lines(string(b)) {
-		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+		if rest, ok := strings.CutPrefix(line, key); ok {
 			kb, err := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 64)
 			if err != nil {
-				return 0, fmt.Errorf("/proc/%d/status: VmRSS: %w", pid, err)
+				return 0, fmt.Errorf("/proc/%d/%s: %s %w", pid, file, key, err)
 			}
 			return kb / 1024, nil
 		}
 	}
-	return 0, fmt.Errorf("/proc/%d/status has no VmRSS", pid)
+	return 0, fmt.Errorf("/proc/%d/%s has no %s line", pid, file, key)
 }
 
 // processName names a node's process: "host", or its plugin's name.
@@ -217,6 +232,11 @@ func footprint(id, name, unit, target string, pass func(float64) bool, read func
 func idleRSS() *measurement {
 	return footprint("G14", fmt.Sprintf("RSS of an idle node's largest process (host or plugin), %d peers", footprintPeers),
 		"MB", "<= 40 MB", atMost(40), func(w window) float64 { return w.maxRSS })
+}
+
+func idlePSS() *measurement {
+	return footprint("G14-pss", fmt.Sprintf("PSS of an idle node's largest process (host or plugin), %d peers: shared pages of the binary counted once across its processes", footprintPeers),
+		"MB", "<= 40 MB", atMost(40), func(w window) float64 { return w.maxPSS })
 }
 
 func idleCPU() *measurement {

@@ -113,6 +113,7 @@ func measurements() []*measurement {
 		procMessagesPerLink(),
 		dampingMeasurement(),
 		idleRSS(),
+		idlePSS(),
 		idleCPU(),
 	}
 }

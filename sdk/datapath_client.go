@@ -21,7 +21,9 @@ import (
 
 // parkedPerListener is how many connections a listener keeps parked at the
 // tunnel, ready to carry sessions it accepts before Accept asks for more.
-const parkedPerListener = 8
+// The proxy accepts a session per call: a burst of calls beyond this waits
+// for new connections.
+const parkedPerListener = 16
 
 // sessionCloseTimeout bounds how long Close waits for a Send stuck on a
 // tunnel that does not read before it cuts the session.
@@ -497,8 +499,10 @@ func (s *sessionConn) Close() error {
 	return nil
 }
 
-// maxIdleConns bounds the connections a data path client keeps idle.
-const maxIdleConns = 16
+// maxIdleConns bounds the connections a data path client keeps idle; below
+// the calls a proxy has in flight, connections are opened and closed per
+// call (with 16, 32 concurrent calls ran 30% slower).
+const maxIdleConns = 64
 
 // connPool holds connections whose sessions were closed cleanly, oldest
 // first. A connection's `closed` answer may still be on its way: get reads
