@@ -38,9 +38,10 @@ const (
 
 // Defaults of the Config intervals.
 const (
-	DefaultPeerInterval     = 5 * time.Second
+	DefaultPeerInterval     = 10 * time.Second
 	DefaultLinkPollInterval = time.Second
 	DefaultResolveInterval  = time.Minute
+	DefaultCostWindow       = 30 * time.Second
 	// DefaultKeepaliveMisses is how many peer intervals a neighbour may stay
 	// silent before it is pruned, when KeepaliveTimeout is not set.
 	DefaultKeepaliveMisses = 3
@@ -73,10 +74,17 @@ type Config struct {
 	Clock    clock.Clock  // default: the system clock
 	Log      hclog.Logger // default: discard
 
-	PeerInterval     time.Duration // how often peer messages are sent
+	// PeerInterval is how often a peer message is sent when nothing
+	// changes; a change of the node's graph is sent at once, at most ten
+	// times per interval.
+	PeerInterval     time.Duration
 	KeepaliveTimeout time.Duration // silence after which a neighbour is pruned
 	LinkPollInterval time.Duration // how often the tunnel's links are checked
 	ResolveInterval  time.Duration
+	// CostWindow is how long a link's lowest RTT counts for its cost, which
+	// changes at most once per half window (see linkCost): slowdowns shorter
+	// than half of it never re-cost routes.
+	CostWindow time.Duration
 }
 
 func (c *Config) check() error {
@@ -107,6 +115,7 @@ func (c *Config) check() error {
 		{"PeerInterval", &c.PeerInterval, DefaultPeerInterval},
 		{"LinkPollInterval", &c.LinkPollInterval, DefaultLinkPollInterval},
 		{"ResolveInterval", &c.ResolveInterval, DefaultResolveInterval},
+		{"CostWindow", &c.CostWindow, DefaultCostWindow},
 		{"KeepaliveTimeout", &c.KeepaliveTimeout, 0},
 	} {
 		if *d.v < 0 {
@@ -158,6 +167,9 @@ type neighbour struct {
 	// its graph did not vouch for it: the graph may only have lagged, so
 	// the table is asked for again once the next peer message arrives.
 	refused bool
+	// lastPeer is the neighbour's last peer message as it arrived; most
+	// repeat it byte for byte.
+	lastPeer []byte
 }
 
 type reach struct {
@@ -168,6 +180,13 @@ type reach struct {
 type tombstone struct {
 	instance string
 	until    time.Time
+}
+
+// leaving is a node whose close neighbours passed on to us.
+type leaving struct {
+	instance string
+	until    time.Time
+	via      map[string]bool // the neighbours that passed it on
 }
 
 type runState int
@@ -185,6 +204,7 @@ type Node struct {
 	clock    clock.Clock
 	instance string
 	trigger  chan struct{} // a peer message is due now
+	changed  chan struct{} // a neighbour's graph changed: ours may have too
 
 	pollMu sync.Mutex   // one link poll at a time
 	costMu sync.RWMutex // held for writing while link costs change
@@ -192,9 +212,10 @@ type Node struct {
 	mu         sync.Mutex
 	state      runState
 	neighbours map[string]*neighbour
-	links      map[string]bool  // peers with an up link at the last poll
-	costs      map[string]int64 // settled link cost per peer
+	links      map[string]bool // peers with an up link at the last poll
+	costs      map[string]*peerCost
 	tombstones map[string]tombstone
+	leaving    map[string]*leaving    // nodes whose close neighbours passed on, by id
 	closesSeen map[string]time.Time   // close floods already relayed, until when remembered
 	foreign    map[string]string      // linked peers of another network, by id: warned once
 	withdrawn  map[routeKey]withdrawn // newest withdrawal heard per instance
@@ -226,10 +247,12 @@ func New(cfg Config) (*Node, error) {
 		clock:      cfg.Clock,
 		instance:   hex.EncodeToString(b[:]),
 		trigger:    make(chan struct{}, 1),
+		changed:    make(chan struct{}, 1),
 		neighbours: map[string]*neighbour{},
 		links:      map[string]bool{},
-		costs:      map[string]int64{},
+		costs:      map[string]*peerCost{},
 		tombstones: map[string]tombstone{},
+		leaving:    map[string]*leaving{},
 		closesSeen: map[string]time.Time{},
 		foreign:    map[string]string{},
 		withdrawn:  map[routeKey]withdrawn{},
@@ -401,7 +424,7 @@ func (n *Node) treePB() *networkpb.Node {
 // costLocked is the settled cost of the link to peer.
 func (n *Node) costLocked(peer string) int64 {
 	if c, ok := n.costs[peer]; ok {
-		return c
+		return c.cost
 	}
 	return unmeasuredCost
 }
@@ -414,19 +437,27 @@ func (n *Node) senderGraph(sender string) map[string]reach {
 	return nil
 }
 
-// tombstonedLocked reports whether origin announced its close recently and
-// has not come back since. A graph that shows origin with another instance
-// is news that it came back.
-func (n *Node) tombstonedLocked(origin string, graph map[string]reach) bool {
-	t, ok := n.tombstones[origin]
-	if !ok {
-		return false
+// tombstonedLocked reports whether origin announced its close recently, or
+// sender passed its close on to us, and origin has not come back since. A
+// graph that shows origin with another instance is news that it came back.
+func (n *Node) tombstonedLocked(origin, sender string, graph map[string]reach) bool {
+	back := func(instance string) bool {
+		r, ok := graph[origin]
+		return ok && r.instance != "" && r.instance != instance
 	}
-	if r, ok := graph[origin]; ok && r.instance != "" && r.instance != t.instance {
+	if t, ok := n.tombstones[origin]; ok {
+		if !back(t.instance) {
+			return true
+		}
 		delete(n.tombstones, origin)
-		return false
 	}
-	return true
+	if l := n.leaving[origin]; l != nil && l.via[sender] {
+		if !back(l.instance) {
+			return true
+		}
+		delete(n.leaving, origin)
+	}
+	return false
 }
 
 func (n *Node) countSent(kind string) {
@@ -468,9 +499,11 @@ func (n *Node) countIgnored(from, why string) {
 	n.log.Debug("ignored message from peer", "peer", from, "reason", why)
 }
 
-func (n *Node) triggerPeer() {
+func (n *Node) triggerPeer() { signal(n.trigger) }
+
+func signal(c chan struct{}) {
 	select {
-	case n.trigger <- struct{}{}:
+	case c <- struct{}{}:
 	default:
 	}
 }
@@ -530,6 +563,10 @@ func (n *Node) send(ctx context.Context, s sdk.Session, kind string, m proto.Mes
 		n.log.Error("cannot encode message", "type", kind, "error", err)
 		return false
 	}
+	return n.sendBody(ctx, s, kind, body)
+}
+
+func (n *Node) sendBody(ctx context.Context, s sdk.Session, kind string, body []byte) bool {
 	if s == nil {
 		return false
 	}

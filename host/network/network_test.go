@@ -117,6 +117,43 @@ func TestSilentNodeIsPrunedAfterKeepaliveTimeout(t *testing.T) {
 	}
 }
 
+// Peer messages that repeat the last one byte for byte, as nearly all do,
+// are not decoded again, but they still keep their senders neighbours: none
+// is pruned (and asked for its table again when it is heard next).
+func TestRepeatedPeerMessagesKeepNeighbours(t *testing.T) {
+	_, fc, nodes := chainWithFakeClock(t)
+	b := nodes[1]
+	solicited, heard := b.net.Stats().Sent["solicit"], b.net.Stats().Received["peer"]
+	// 4s in all: the graph settles within a second, and then the messages
+	// repeat for longer than the keepalive timeout, 1s.
+	for range 20 {
+		advance(t, fc, 200*time.Millisecond)
+	}
+	st := b.net.Stats()
+	if st.Received["peer"] < heard+20 {
+		t.Fatalf("b heard %d peer messages, want at least 20", st.Received["peer"]-heard)
+	}
+	if st.Sent["solicit"] != solicited || len(b.net.Peers()) != 2 {
+		t.Fatalf("b solicited %d more times, has neighbours %+v: a neighbour was pruned", st.Sent["solicit"]-solicited, b.net.Peers())
+	}
+}
+
+// A change of the graph travels in peer messages sent because of it, not
+// one hop per peer interval: with a 20 s interval, a node three hops away
+// learns of a new node well within it.
+func TestGraphChangeTravelsAtOnce(t *testing.T) {
+	f := memtunnel.NewFabric()
+	slow := nodeOptions{config: func(c *Config) { c.PeerInterval, c.KeepaliveTimeout = 20*time.Second, time.Minute }}
+	a := startNode(t, f, "a", slow)
+	for _, id := range []string{"b", "c", "d"} {
+		startNode(t, f, id, slow)
+	}
+	link(t, f, "a", "b", "b", "c")
+	eventually(t, "a sees c", func() bool { return slices.Contains(a.nodeIDs(), "c") })
+	link(t, f, "c", "d")
+	eventually(t, "a sees d, three hops away", func() bool { return slices.Contains(a.nodeIDs(), "d") })
+}
+
 func TestGracefulStopRemovesRoutesAtOnce(t *testing.T) {
 	_, _, nodes := chainWithFakeClock(t)
 	nodes[0].stop(t)
@@ -367,9 +404,11 @@ func TestMinPeersLinksToNodesSeenInTheGraph(t *testing.T) {
 
 func TestLinkCostChangeRecostsRoutes(t *testing.T) {
 	f := memtunnel.NewFabric()
-	a := startNode(t, f, "a", nodeOptions{})
-	startNode(t, f, "b", nodeOptions{})
-	c := startNode(t, f, "c", nodeOptions{})
+	// A short cost window, so that a link that slowed down is re-costed soon.
+	window := nodeOptions{config: func(c *Config) { c.CostWindow = 200 * time.Millisecond }}
+	a := startNode(t, f, "a", window)
+	startNode(t, f, "b", window)
+	c := startNode(t, f, "c", window)
 	link(t, f, "a", "b", "b", "c")
 	a.register(t, "greeter", "10.0.0.1:9000")
 	eventually(t, "c has greeter at metric 21", func() bool {
@@ -392,6 +431,39 @@ func TestLinkCostChangeRecostsRoutes(t *testing.T) {
 	if p := c.net.Peers(); len(p) != 1 || p[0].Cost != 30 {
 		t.Fatalf("peers %+v, want b still at cost 30", p)
 	}
+}
+
+// Once a neighbour passed a node's close on, the routes of that node it
+// sends are stale (the close reached it before what it advertises), until
+// its graph shows the node back with a new instance.
+func TestRoutesAfterARelayedCloseAreStale(t *testing.T) {
+	f := memtunnel.NewFabric()
+	b := startNode(t, f, "b", nodeOptions{})
+	m := newRawPeer(t, f, "m", "test")
+	link(t, f, "m", "b")
+	withO := func(instance string) {
+		m.peer(&networkpb.Node{Id: "m", Instance: "1", Peers: []*networkpb.Node{{Id: "o", Instance: instance}}})
+	}
+	withO("o1")
+	eventually(t, "b has m as peer", func() bool { return slices.ContainsFunc(b.net.Peers(), func(p Peer) bool { return p.ID == "m" }) })
+	m.advert(create("greeter", "o#1", "o", "o"))
+	eventually(t, "b learns o's route through m", func() bool { return b.hasRouteVia("greeter", "m") })
+
+	m.send(m.netOut, &networkpb.NetworkMessage{Network: "test", Body: &networkpb.NetworkMessage_Close{Close: &networkpb.Close{Id: "o", Instance: "o1"}}})
+	eventually(t, "the close removes the route", func() bool { return len(b.routes("greeter")) == 0 })
+	m.advert(create("greeter", "o#1", "o", "o"))
+	m.advert(create("marker", "m#1", "m", "m"))
+	eventually(t, "b learns m's own route, sent after the stale one", func() bool { return b.hasRouteVia("marker", "m") })
+	if rs := b.routes("greeter"); len(rs) != 0 {
+		t.Fatalf("a route of o that m sent after o's close was taken:%s", describeRoutes(rs))
+	}
+
+	withO("o2") // o is back
+	eventually(t, "b sees o's new instance", func() bool {
+		return slices.ContainsFunc(b.net.Nodes(), func(n NodeInfo) bool { return n.ID == "o" && n.Instance == "o2" })
+	})
+	m.advert(create("greeter", "o#2", "o", "o"))
+	eventually(t, "b learns the route of o's new instance", func() bool { return b.hasRouteVia("greeter", "m") })
 }
 
 func TestRestartedNodeIsAcceptedAgain(t *testing.T) {

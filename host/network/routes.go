@@ -53,8 +53,10 @@ func (n *Node) outbound(a *sdk.Advert) *sdk.Advert {
 	out := &sdk.Advert{ID: n.cfg.NodeID, Type: a.Type, Origin: a.Origin, Timestamp: a.Timestamp, TTL: a.TTL}
 	n.mu.Lock()
 	for _, e := range collapse(a.Events) {
-		if _, closed := n.tombstones[e.Route.Router]; closed && e.Type == sdk.Delete {
-			continue // every peer got the origin's close: they dropped it already
+		if _, closed := n.tombstones[e.Route.Router]; (closed || n.leaving[e.Route.Router] != nil) && e.Type == sdk.Delete {
+			// We passed the origin's close on to every peer: they dropped
+			// its routes through us already.
+			continue
 		}
 		e.Route = n.forPeers(e.Route)
 		if w, ok := n.withdrawn[keyOf(e.Route)]; ok && e.Type == sdk.Delete && w.seq > e.Route.Seq {
@@ -162,7 +164,7 @@ func (n *Node) inbound(sender string, a *sdk.Advert) (*sdk.Advert, []sweep) {
 			// It goes through us: installing it would make a loop.
 		case path[0] != r.Router:
 			n.refuseLocked(sender, r, fmt.Sprintf("path %v does not start at the origin", path))
-		case n.tombstonedLocked(r.Router, graph):
+		case n.tombstonedLocked(r.Router, sender, graph):
 		case r.Seq < n.withdrawn[k].seq:
 			// Older than a withdrawal we heard: a stale path.
 		case !n.vouched(sender, r.Router, path, graph):

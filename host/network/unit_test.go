@@ -109,10 +109,10 @@ func TestLinkCost(t *testing.T) {
 		want int64
 	}{
 		{0, unmeasuredCost},
-		{10 * time.Microsecond, 1},
-		{100 * time.Microsecond, 1},
-		{160 * time.Microsecond, 2},
+		{10 * time.Microsecond, minLinkCost},
+		{900 * time.Microsecond, minLinkCost},
 		{time.Millisecond, 10},
+		{1160 * time.Microsecond, 12},
 		{80 * time.Millisecond, 800},
 		{time.Hour, maxLinkCost},
 	} {
@@ -124,13 +124,12 @@ func TestLinkCost(t *testing.T) {
 		t.Error("an unmeasured link looks better than a 50ms one")
 	}
 	for _, c := range []struct{ cur, measured, want int64 }{
-		{0, 7, 7},       // first measurement
-		{10, 12, 10},    // jitter
-		{10, 20, 10},    // below a millisecond: jitter still
-		{10, 21, 21},    // real change
-		{1, 11, 1},      // tiny costs move by more than 1 ms
-		{1, 12, 12},     //
-		{400, 480, 400}, // within a quarter
+		{0, 12, 12},  // first measurement
+		{10, 12, 10}, // within a quarter: jitter
+		{10, 13, 13}, // beyond: a real change
+		{16, 12, 16}, // down within a quarter
+		{16, 11, 11}, // down beyond
+		{400, 480, 400},
 		{400, 520, 520},
 	} {
 		if got := settleCost(c.cur, c.measured); got != c.want {
@@ -140,6 +139,56 @@ func TestLinkCost(t *testing.T) {
 	if addMetric(0, 10) != 11 || addMetric(maxMetric, maxLinkCost) != maxMetric {
 		t.Error("addMetric")
 	}
+}
+
+func TestLowestRTTForgetsSamplesAfterAWindow(t *testing.T) {
+	const window = time.Minute
+	var w lowestRTT
+	at := time.Unix(1000, 0)
+	observe := func(after, rtt, want time.Duration) {
+		t.Helper()
+		at = at.Add(after)
+		if got := w.observe(at, rtt, window); got != want {
+			t.Fatalf("after %v more, sample %v: lowest %v, want %v", after, rtt, got, want)
+		}
+	}
+	observe(0, 0, 0) // not measured yet
+	observe(time.Second, 5*time.Millisecond, 5*time.Millisecond)
+	observe(time.Second, 2*time.Millisecond, 2*time.Millisecond) // lower: taken at once
+	observe(time.Second, 0, 2*time.Millisecond)
+	// A CPU stall and the moving average coming back down change nothing.
+	observe(time.Second, 300*time.Millisecond, 2*time.Millisecond)
+	observe(time.Second, 30*time.Millisecond, 2*time.Millisecond)
+	// The 2 ms sample is in the previous half window until a minute after
+	// the window it was taken in began, then the slower link shows.
+	observe(window/2, 9*time.Millisecond, 2*time.Millisecond)
+	observe(window/2, 9*time.Millisecond, 9*time.Millisecond)
+	// Silence for a whole window forgets everything.
+	observe(window, 0, 0)
+}
+
+func TestPeerCostChangesAtMostOncePerHalfWindow(t *testing.T) {
+	const window = 30 * time.Second
+	var c peerCost
+	at := time.Unix(1000, 0)
+	update := func(after, rtt time.Duration, want int64) {
+		t.Helper()
+		at = at.Add(after)
+		if got := c.update(at, rtt, window); got != want {
+			t.Fatalf("after %v more, RTT %v: cost %d, want %d", after, rtt, got, want)
+		}
+	}
+	update(0, 0, unmeasuredCost)
+	update(time.Second, 40*time.Millisecond, 400) // the first measurement counts at once
+	// A moving average coming down from a stall: one step, half a window on.
+	for _, rtt := range []time.Duration{28, 20, 14, 10, 7, 5} {
+		update(time.Second, rtt*time.Millisecond, 400)
+	}
+	update(window/2-6*time.Second, 5*time.Millisecond, 50)
+	// A new stall never raises it; a faster link lowers it, once it may move.
+	update(time.Second, 90*time.Millisecond, 50)
+	update(time.Second, 3*time.Millisecond, 50)
+	update(window/2, 3*time.Millisecond, 30)
 }
 
 func TestVouched(t *testing.T) {

@@ -162,6 +162,10 @@ func Start(ctx context.Context, opts Options) (_ *Node, err error) {
 	if n.sup, err = supervisor.New(supervisor.Options{
 		Log: n.log.Named("plugin"), Self: opts.Self, SocketDir: socketDir,
 		HostAddress: n.admin.address, Reattach: opts.Reattach,
+		// A plugin that exits is noticed within a second (and one that
+		// hangs by its health checks); checking five times a second, per
+		// plugin, was most of what woke an idle node.
+		PollInterval: time.Second,
 	}); err != nil {
 		return nil, err
 	}

@@ -8,10 +8,12 @@
 package sim
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"sync"
@@ -34,10 +36,18 @@ type Config struct {
 	Degree int           // links per node, default 4
 	Seed   uint64        // topology seed
 	RTT    time.Duration // of every link, default 1ms (link cost 10)
+	// RTTSpread gives links different RTTs: each link's is drawn, from the
+	// seed, between RTT and RTT+RTTSpread.
+	RTTSpread time.Duration
+	// Jitter, if set, makes every link report its RTT plus a random delay
+	// of up to Jitter, drawn afresh twice per LinkPollInterval, as queueing
+	// and CPU stalls do to the RTTs measured on a loaded machine.
+	Jitter time.Duration
 
 	PeerInterval     time.Duration // default 1s
 	LinkPollInterval time.Duration // default 500ms
 	KeepaliveTimeout time.Duration // default 3 × PeerInterval
+	CostWindow       time.Duration // default the network's (30s)
 	FlushInterval    time.Duration // router batching, default the router's (200ms)
 	SyncInterval     time.Duration // router full sync, default 10 minutes: out of the way of measurements
 
@@ -71,6 +81,8 @@ func (c *Config) defaults() error {
 		return fmt.Errorf("sim: need at least 2 nodes, got %d", c.Nodes)
 	case c.Degree < 2 || c.Degree >= c.Nodes:
 		return fmt.Errorf("sim: degree %d must be at least 2 and below the node count %d", c.Degree, c.Nodes)
+	case c.RTTSpread < 0 || c.Jitter < 0:
+		return fmt.Errorf("sim: RTT spread %v and jitter %v must not be negative", c.RTTSpread, c.Jitter)
 	}
 	return nil
 }
@@ -90,6 +102,11 @@ type Sim struct {
 	Nodes  []*Node
 	// Adjacency of the topology, by node index.
 	Adjacent [][]int
+	// RTT of each link without jitter, by node indexes, lower first.
+	RTTs map[[2]int]time.Duration
+
+	stopJitter chan struct{}
+	jitterDone chan struct{}
 }
 
 // New builds the topology and the nodes; Start runs them.
@@ -99,6 +116,7 @@ func New(cfg Config) (*Sim, error) {
 	}
 	s := &Sim{cfg: cfg, Fabric: memtunnel.NewFabric(memtunnel.WithRTT(cfg.RTT), memtunnel.WithQueueSize(4096))}
 	s.Adjacent = topology(cfg.Nodes, cfg.Degree, cfg.Seed)
+	s.RTTs = linkRTTs(s.Adjacent, cfg.RTT, cfg.RTTSpread, cfg.Seed)
 	for i := range cfg.Nodes {
 		n, err := s.newNode(fmt.Sprintf("n%04d", i))
 		if err != nil {
@@ -131,6 +149,7 @@ func (s *Sim) newNode(id string) (*Node, error) {
 		PeerInterval:     s.cfg.PeerInterval,
 		LinkPollInterval: s.cfg.LinkPollInterval,
 		KeepaliveTimeout: s.cfg.KeepaliveTimeout,
+		CostWindow:       s.cfg.CostWindow,
 	})
 	if err != nil {
 		router.Close()
@@ -168,6 +187,20 @@ func topology(n, degree int, seed uint64) [][]int {
 		slices.Sort(adj[i])
 	}
 	return adj
+}
+
+// linkRTTs draws the RTT of every link between rtt and rtt+spread.
+func linkRTTs(adj [][]int, rtt, spread time.Duration, seed uint64) map[[2]int]time.Duration {
+	rng := rand.New(rand.NewPCG(seed, seed^0xbb67ae8584caa73b))
+	rtts := map[[2]int]time.Duration{}
+	for a, peers := range adj {
+		for _, b := range peers {
+			if a < b {
+				rtts[[2]int{a, b}] = rtt + time.Duration(rng.Int64N(int64(spread)+1))
+			}
+		}
+	}
+	return rtts
 }
 
 // Links is the number of links of the topology.
@@ -214,10 +247,41 @@ func (s *Sim) Start(ctx context.Context) error {
 				if err := s.Fabric.Link(s.Nodes[a].ID, s.Nodes[b].ID); err != nil {
 					return err
 				}
+				if err := s.Fabric.SetRTT(s.Nodes[a].ID, s.Nodes[b].ID, s.RTTs[[2]int{a, b}]); err != nil {
+					return err
+				}
 			}
 		}
 	}
+	if s.cfg.Jitter > 0 {
+		s.stopJitter, s.jitterDone = make(chan struct{}), make(chan struct{})
+		go s.jitter()
+	}
 	return nil
+}
+
+// jitter adds a fresh random delay to every link's RTT, twice per link
+// poll, until Stop.
+func (s *Sim) jitter() {
+	defer close(s.jitterDone)
+	rng := rand.New(rand.NewPCG(s.cfg.Seed, s.cfg.Seed^0x3c6ef372fe94f82b))
+	links := slices.SortedFunc(maps.Keys(s.RTTs), func(x, y [2]int) int {
+		return cmp.Or(cmp.Compare(x[0], y[0]), cmp.Compare(x[1], y[1]))
+	})
+	tick := time.NewTicker(s.cfg.LinkPollInterval / 2)
+	defer tick.Stop()
+	for {
+		select {
+		case <-s.stopJitter:
+			return
+		case <-tick.C:
+		}
+		for _, l := range links {
+			rtt := s.RTTs[l] + time.Duration(rng.Int64N(int64(s.cfg.Jitter)))
+			// A link cut by a test reports nothing; that is not an error here.
+			_ = s.Fabric.SetRTT(s.Nodes[l[0]].ID, s.Nodes[l[1]].ID, rtt)
+		}
+	}
 }
 
 // WaitGraph waits until every node's graph holds exactly the nodes within
@@ -383,6 +447,10 @@ func (s *Sim) refused() uint64 {
 
 // Stop stops every node.
 func (s *Sim) Stop(ctx context.Context) error {
+	if s.stopJitter != nil {
+		close(s.stopJitter)
+		<-s.jitterDone
+	}
 	var mu sync.Mutex
 	var errs []error
 	var wg sync.WaitGroup

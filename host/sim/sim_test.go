@@ -32,36 +32,43 @@ func TestTopologyIsConnectedWithDegree(t *testing.T) {
 	}
 }
 
-// run starts a simulation, announces and withdraws one service, and checks
-// that every node ends with the shortest route.
-func run(t *testing.T, cfg Config, timeout time.Duration) (Result, Result) {
+// start runs a simulation until the test ends, and waits for its graph.
+func start(t *testing.T, cfg Config, timeout time.Duration) (*Sim, context.Context) {
 	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(t.Context(), timeout)
-	defer cancel()
-	defer func() {
+	t.Cleanup(func() {
+		cancel()
 		stopCtx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := s.Stop(stopCtx); err != nil {
 			t.Error(err)
 		}
-	}()
+	})
 	if err := s.Start(ctx); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.WaitGraph(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return s, ctx
+}
+
+// run starts a simulation, announces and withdraws one service, and checks
+// that every node ends with the shortest route.
+func run(t *testing.T, cfg Config, timeout time.Duration) (Result, Result) {
+	s, ctx := start(t, cfg, timeout)
 	const origin = 0
 	up, err := s.Announce(ctx, origin, "greeter")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Logf("announce: %+v", up)
-	// Every node's best route is a shortest path: metric 1 + 10 per hop,
-	// through a neighbour one hop closer to the origin.
+	// Every node's best route is a shortest path: metric 1 + 10 per hop
+	// (links below 1 ms cost the same as 1 ms links), through a neighbour
+	// one hop closer to the origin.
 	hops := s.Hops(origin)
 	index := map[string]int{}
 	for i, n := range s.Nodes {
@@ -100,7 +107,11 @@ func run(t *testing.T, cfg Config, timeout time.Duration) (Result, Result) {
 }
 
 func TestFiftyNodesConverge(t *testing.T) {
-	up, down := run(t, Config{Nodes: 50, Seed: 1, PeerInterval: 200 * time.Millisecond, LinkPollInterval: 100 * time.Millisecond}, 2*time.Minute)
+	up, down := run(t, Config{
+		Nodes: 50, Seed: 1, PeerInterval: 200 * time.Millisecond, LinkPollInterval: 100 * time.Millisecond,
+		// A neighbour that a busy machine delays is not what this test is about.
+		KeepaliveTimeout: 5 * time.Second,
+	}, 2*time.Minute)
 	// Each node tells its neighbours about a change once per best-route
 	// change; path hunting may add a few, but never a storm.
 	for _, r := range []Result{up, down} {
@@ -123,4 +134,59 @@ func TestThousandNodesConverge(t *testing.T) {
 			t.Fatalf("%.2f control messages per link for one route change, %d dropped: %+v", r.PerLink, r.Dropped, r)
 		}
 	}
+}
+
+// Links of different sub-millisecond RTTs that jitter by milliseconds, as
+// loopback and LAN links do on a loaded machine: once the costs have seen
+// each link at its fastest, a route change costs one advert each way per
+// link (G11), and a route that exists is not re-advertised while nothing
+// changes. Link costs that followed the jitter never settled, and
+// re-advertised every route over a link whenever they moved.
+func TestJitteryLinksAdvertiseAChangeOnce(t *testing.T) {
+	s, ctx := start(t, Config{
+		Nodes: 50, Seed: 3, RTT: 100 * time.Microsecond, RTTSpread: 800 * time.Microsecond, Jitter: 2 * time.Millisecond,
+		PeerInterval: 200 * time.Millisecond, LinkPollInterval: 100 * time.Millisecond, CostWindow: 10 * time.Second,
+		// A neighbour that a busy machine delays is not what this test is about.
+		KeepaliveTimeout: 5 * time.Second,
+	}, 2*time.Minute)
+	// Every link is faster than 1 ms, so its cost settles at the floor, 10,
+	// or where the hysteresis leaves it: less than a quarter above. It may
+	// first move half a cost window after the link came up.
+	settle, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	if err := poll(settle, "every link to cost 10, or less than a quarter more", func() bool {
+		for _, n := range s.Nodes {
+			for _, p := range n.Network.Peers() {
+				if 4*(p.Cost-10) > p.Cost {
+					return false
+				}
+			}
+		}
+		return true
+	}); err != nil {
+		t.Fatal(err)
+	}
+	perChange := func(what string, r Result, err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s: %+v", what, r)
+		// A change costs 2; a busy machine may add a few, re-advertising
+		// would add many.
+		if r.PerLink > 2.5 || r.Dropped > 0 {
+			t.Fatalf("%s: %.2f control messages per link, %d dropped", what, r.PerLink, r.Dropped)
+		}
+	}
+	up, err := s.Announce(ctx, 0, "greeter")
+	perChange("announce", up, err)
+
+	before := s.controlMessages()
+	time.Sleep(2 * time.Second) // 20 link polls, each seeing RTTs jump by up to 2 ms
+	if n := s.controlMessages() - before; n > 0 {
+		t.Fatalf("%d control messages in 2 s while nothing changed", n)
+	}
+
+	down, err := s.Withdraw(ctx, 0, "greeter")
+	perChange("withdraw", down, err)
 }

@@ -69,6 +69,7 @@ type Engine struct {
 	advByService map[string]map[destination]struct{}
 	advOrigins   map[string]int      // routes advertised per origin
 	goneOrigins  map[string]struct{} // origins that lost their last route since the last sync
+	syncedSelf   bool                // a periodic sync of our own origin went out since start
 	streams      map[*Stream]struct{}
 
 	stats Stats
@@ -294,8 +295,9 @@ func (e *Engine) Tick() time.Time {
 	if !now.Before(e.syncAt) {
 		e.flushLocked(now) // so the sync cannot carry older news than the stream
 		if e.cfg.Strategy != None {
-			adverts := e.syncAdvertsLocked(now)
+			adverts := e.syncAdvertsLocked(now, !e.syncedSelf)
 			e.goneOrigins = make(map[string]struct{})
+			e.syncedSelf = true
 			e.stats.Syncs += len(adverts)
 			e.publishLocked(adverts)
 		}
@@ -320,9 +322,11 @@ func (e *Engine) Run(ctx context.Context) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		// Sleep until then: whatever brings work sooner pokes wake, and
+		// times carry the monotonic clock, so a wall clock that jumps
+		// does not move them.
 		next := e.Tick()
-		// Sleep at most a second, so that a clock that jumps is noticed.
-		timer.Reset(min(max(next.Sub(e.now()), 0), time.Second))
+		timer.Reset(max(next.Sub(e.now()), 0))
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -491,11 +495,18 @@ func (e *Engine) unadvertiseLocked(d destination) {
 	}
 }
 
-// syncAdvertsLocked builds one Sync per origin we advertise, including our
-// own and those that lost their last route since the last periodic sync
-// (an empty Sync withdraws everything peers still hold of them).
-func (e *Engine) syncAdvertsLocked(now time.Time) []*sdk.Advert {
-	byOrigin := map[string][]sdk.Event{e.id: nil}
+// syncAdvertsLocked builds one Sync per origin we advertise, and an empty
+// one, which withdraws everything peers still hold of an origin, for each
+// origin that lost its last route since the last periodic sync, and with
+// self for our own origin in any case: at the first periodic sync, peers
+// may still hold routes that a previous run of this node advertised. A
+// node without routes of its own thus does not send an empty sync every
+// interval to say so again.
+func (e *Engine) syncAdvertsLocked(now time.Time, self bool) []*sdk.Advert {
+	byOrigin := map[string][]sdk.Event{}
+	if self {
+		byOrigin[e.id] = nil
+	}
 	for o := range e.goneOrigins {
 		byOrigin[o] = nil
 	}

@@ -368,6 +368,49 @@ func TestPeriodicSyncPerOrigin(t *testing.T) {
 	}
 }
 
+// A node with no routes of its own says so with an empty sync at the first
+// periodic sync (a previous run may have left routes at its peers) and when
+// it loses its last route, not every interval.
+func TestEmptySyncOfOwnOriginOnlyWhenNews(t *testing.T) {
+	c := newClock()
+	e := newEngine(t, c, "me", func(cfg *Config) { cfg.SyncInterval = 10 * time.Second })
+	s := stream(t, e)
+	syncs := func() []string {
+		t.Helper()
+		var out []string
+		for _, a := range pending(t, s) {
+			if a.Type == sdk.Sync {
+				out = append(out, fmt.Sprintf("%s:%d", a.Origin, len(a.Events)))
+			}
+		}
+		return out
+	}
+	step(c, 10*time.Second, e)
+	if got := fmt.Sprint(syncs()); got != "[me:0]" {
+		t.Fatalf("first periodic sync %s, want one empty sync of me", got)
+	}
+	step(c, 10*time.Second, e)
+	if got := syncs(); len(got) != 0 {
+		t.Fatalf("second periodic sync %v, want none", got)
+	}
+	mustApply(t, e, service("greeter", "10.0.0.1:80"))
+	step(c, 10*time.Second, e)
+	if got := fmt.Sprint(syncs()); got != "[me:1]" {
+		t.Fatalf("sync with a route %s, want [me:1]", got)
+	}
+	del := service("greeter", "10.0.0.1:80")
+	del.Type = sdk.Delete
+	mustApply(t, e, del)
+	step(c, 10*time.Second, e)
+	if got := fmt.Sprint(syncs()); got != "[me:0]" {
+		t.Fatalf("sync after the last route went %s, want [me:0]", got)
+	}
+	step(c, 10*time.Second, e)
+	if got := syncs(); len(got) != 0 {
+		t.Fatalf("sync after that %v, want none", got)
+	}
+}
+
 func TestStrategies(t *testing.T) {
 	for _, tc := range []struct {
 		strategy Strategy

@@ -13,8 +13,9 @@ var ErrStreamStopped = errors.New("advert stream stopped")
 
 // Stream yields the adverts this node sends. Its backlog is bounded: a
 // reader that falls that far behind loses the queued adverts and instead
-// gets, at its next read, one Sync per advertised origin, which brings its
-// peers back to the current state (a Sync also withdraws).
+// gets, at its next read, one Sync per advertised origin and one of our
+// own origin, which bring its peers back to the current state (a Sync also
+// withdraws).
 type Stream struct {
 	e      *Engine
 	signal chan struct{}
@@ -98,7 +99,7 @@ func (s *Stream) pop() (*sdk.Advert, bool) {
 		s.mu.Lock()
 		if s.resync {
 			s.resync = false
-			s.queue = s.e.syncAdvertsLocked(s.e.now())
+			s.queue = s.e.syncAdvertsLocked(s.e.now(), true)
 		}
 		s.mu.Unlock()
 		s.e.mu.Unlock()
