@@ -25,12 +25,50 @@ import (
 // cancelTimeout bounds sending the cancel frame of an abandoned call.
 const cancelTimeout = time.Second
 
+// DefaultMaxCallsPerNode bounds the calls in flight to one next-hop node.
+// It stays below what a node queues for its proxy to take up (the sdk's
+// data path holds 1024 accepted sessions), so that under overload calls
+// wait here, for as long as their deadline allows, instead of being refused
+// there.
+const DefaultMaxCallsPerNode = 512
+
 // Dialer opens calls to other nodes' proxies.
 type Dialer struct {
 	// Tunnel returns the tunnel to open sessions on.
 	Tunnel func(context.Context) (sdk.Tunnel, error)
 	// MaxMessageSize bounds a response message.
 	MaxMessageSize int
+	// MaxCallsPerNode bounds the calls in flight to one node; 0 means
+	// DefaultMaxCallsPerNode.
+	MaxCallsPerNode int
+
+	mu    sync.Mutex
+	slots map[string]chan struct{} // by node: one token per call in flight
+}
+
+// acquire waits for a call slot to node; release gives it back.
+func (d *Dialer) acquire(ctx context.Context, node string) (release func(), err error) {
+	d.mu.Lock()
+	if d.slots == nil {
+		d.slots = make(map[string]chan struct{})
+	}
+	slots := d.slots[node]
+	if slots == nil {
+		n := d.MaxCallsPerNode
+		if n <= 0 {
+			n = DefaultMaxCallsPerNode
+		}
+		slots = make(chan struct{}, n)
+		d.slots[node] = slots
+	}
+	d.mu.Unlock()
+	select {
+	case slots <- struct{}{}:
+		var once sync.Once
+		return func() { once.Do(func() { <-slots }) }, nil
+	case <-ctx.Done():
+		return nil, grpcstatus.FromContextError(ctx.Err()).Err()
+	}
 }
 
 // NewStream calls method on the proxy of node, with the outgoing metadata
@@ -53,14 +91,19 @@ func (d *Dialer) NewStream(ctx context.Context, node, method string) (grpc.Clien
 	if err != nil {
 		return nil, grpcstatus.Errorf(codes.Internal, "encode call: %v", err)
 	}
+	release, err := d.acquire(ctx, node)
+	if err != nil {
+		return nil, err
+	}
 	sess, err := tun.Dial(ctx, Channel, sdk.DialOptions{Mode: sdk.Unicast, Node: node})
 	if err != nil {
+		release()
 		return nil, sessionError(ctx, "open a session to node "+node, err)
 	}
-	s := &clientStream{ctx: ctx, sess: sess, node: node, body: bodyReader{max: d.MaxMessageSize}}
+	s := &clientStream{ctx: ctx, sess: sess, release: release, node: node, body: bodyReader{max: d.MaxMessageSize}}
 	if err := s.sess.Send(ctx, first); err != nil {
 		err = s.endReason(err)
-		sess.Close()
+		s.closeSession()
 		return nil, sessionError(ctx, "send the call to node "+node, err)
 	}
 	context.AfterFunc(ctx, s.abandon)
@@ -96,9 +139,10 @@ func sessionError(ctx context.Context, what string, err error) error {
 // grpc.ClientStream for the forwarder. SendMsg and CloseSend may run
 // alongside Header, RecvMsg and Trailer, as with gRPC.
 type clientStream struct {
-	ctx  context.Context
-	sess sdk.Session
-	node string
+	ctx     context.Context
+	sess    sdk.Session
+	release func() // gives back the call's slot at the node
+	node    string
 
 	sendMu    sync.Mutex // keeps a message's chunks together
 	sentEnd   bool       // under sendMu
@@ -165,7 +209,14 @@ func (s *clientStream) abandon() {
 		cancel()
 	}
 	s.sendMu.Unlock()
+	s.closeSession()
+}
+
+// closeSession ends the session and frees the call's slot; it may run
+// more than once.
+func (s *clientStream) closeSession() {
 	s.sess.Close()
+	s.release()
 }
 
 // next reads the next frame, or the frame Header put back.
@@ -281,7 +332,7 @@ func (s *clientStream) finish(result error, trailer metadata.MD) {
 	// The call is over at both ends. Closing the session also ends a send
 	// blocked on flow control, so this never waits for sendMu.
 	s.finished.Store(true)
-	s.sess.Close()
+	s.closeSession()
 }
 
 // Trailer returns the trailer metadata once RecvMsg has returned an error.

@@ -215,3 +215,36 @@ func TestNoListenerIsUnavailable(t *testing.T) {
 		t.Fatalf("got %v, want Unavailable", err)
 	}
 }
+
+// TestCallsPerNodeWait: past MaxCallsPerNode, a call waits for a slot (up
+// to its deadline) and gets one when an earlier call ends.
+func TestCallsPerNodeWait(t *testing.T) {
+	release := make(chan struct{})
+	d, _ := pair(t, 1<<20, func(_ any, ss grpc.ServerStream) error {
+		<-release
+		return nil
+	})
+	d.MaxCallsPerNode = 1
+	first, err := d.NewStream(t.Context(), "A", "/test.S/M")
+	if err != nil {
+		t.Fatal(err)
+	}
+	first.CloseSend()
+	ctx, cancel := context.WithTimeout(t.Context(), 100*time.Millisecond)
+	defer cancel()
+	if _, err := d.NewStream(ctx, "A", "/test.S/M"); status.Code(err) != codes.DeadlineExceeded {
+		t.Fatalf("a second call with the only slot taken: %v, want DeadlineExceeded", err)
+	}
+	close(release)
+	if err := first.RecvMsg(new(rawcodec.Frame)); err != io.EOF {
+		t.Fatalf("first call: %v", err)
+	}
+	second, err := d.NewStream(t.Context(), "A", "/test.S/M")
+	if err != nil {
+		t.Fatalf("a call after the first ended: %v", err)
+	}
+	second.CloseSend()
+	if err := second.RecvMsg(new(rawcodec.Frame)); err != io.EOF {
+		t.Fatalf("second call: %v", err)
+	}
+}
