@@ -20,10 +20,9 @@ import (
 )
 
 // parkedPerListener is how many connections a listener keeps parked at the
-// tunnel, ready to carry sessions it accepts before Accept asks for more.
-// The proxy accepts a session per call: a burst of calls beyond this waits
-// for new connections.
-const parkedPerListener = 16
+// tunnel, ready to carry sessions it accepts before Accept asks for more;
+// a burst of sessions beyond it waits for new connections.
+const parkedPerListener = 8
 
 // sessionCloseTimeout bounds how long Close waits for a Send stuck on a
 // tunnel that does not read before it cuts the session.
@@ -499,10 +498,10 @@ func (s *sessionConn) Close() error {
 	return nil
 }
 
-// maxIdleConns bounds the connections a data path client keeps idle; below
-// the calls a proxy has in flight, connections are opened and closed per
-// call (with 16, 32 concurrent calls ran 30% slower).
-const maxIdleConns = 64
+// maxIdleConns bounds the connections a data path client keeps idle for
+// the next session; with fewer than a consumer's concurrent sessions, each
+// new session opens a connection of its own.
+const maxIdleConns = 16
 
 // connPool holds connections whose sessions were closed cleanly, oldest
 // first. A connection's `closed` answer may still be on its way: get reads

@@ -14,9 +14,10 @@ import (
 const (
 	DefaultListen         = "127.0.0.1:9090"
 	DefaultMaxMessageSize = 64 << 20
-	// DefaultMaxConcurrentStreams bounds the calls one client connection
-	// has in flight; further calls wait at the client (HTTP/2 flow control)
-	// instead of piling up in the proxy's memory.
+	// DefaultMaxConcurrentStreams bounds the calls one connection (a
+	// client's, or another proxy's over the tunnel) has in flight; further
+	// calls wait at the caller (HTTP/2 flow control) instead of piling up
+	// in this proxy's memory.
 	DefaultMaxConcurrentStreams = 1024
 )
 
@@ -46,7 +47,7 @@ func schema() sdk.Schema {
 		{Name: "tls_key", Type: sdk.TypePath, Description: "PEM private key file of tls_cert"},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxMessageSize), Description: "largest message in bytes the proxy receives or sends"},
 		{Name: "max_hops", Type: sdk.TypeNumber, Default: fmt.Sprint(forward.DefaultMaxHops), Description: "most nodes a call may be forwarded through; stops routing loops"},
-		{Name: "max_concurrent_streams", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxConcurrentStreams), Description: "most calls one client connection may have in flight; more wait at the client"},
+		{Name: "max_concurrent_streams", Type: sdk.TypeNumber, Default: fmt.Sprint(DefaultMaxConcurrentStreams), Description: "most calls one connection (a client's, or another proxy's over the tunnel) may have in flight; more wait at the caller"},
 	}}
 }
 

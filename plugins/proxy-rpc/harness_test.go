@@ -20,7 +20,6 @@ import (
 	"google.golang.org/grpc/status"
 
 	proxyrpc "github.com/microhost/microhost/plugins/proxy-rpc"
-	"github.com/microhost/microhost/plugins/proxy-rpc/remote"
 	"github.com/microhost/microhost/sdk"
 	"github.com/microhost/microhost/sdk/memtunnel"
 )
@@ -111,8 +110,7 @@ type chain struct {
 
 func newChain(t testing.TB, ids ...string) *chain {
 	t.Helper()
-	// Every call is a session: listeners take bursts of a thousand.
-	c := &chain{fabric: memtunnel.NewFabric(memtunnel.WithQueueSize(1024)), hosts: map[string]*testHost{}, tunnels: map[string]*countingTunnel{}, proxies: map[string]*proxyrpc.Proxy{}, addrs: map[string]string{}}
+	c := &chain{fabric: memtunnel.NewFabric(), hosts: map[string]*testHost{}, tunnels: map[string]*countingTunnel{}, proxies: map[string]*proxyrpc.Proxy{}, addrs: map[string]string{}}
 	for i, id := range ids {
 		n, err := c.fabric.NewNode(id)
 		if err != nil {
@@ -143,7 +141,7 @@ func newChain(t testing.TB, ids ...string) *chain {
 }
 
 func listens(t testing.TB, tun sdk.Tunnel, peer string) bool {
-	return listensOn(t, tun, peer, remote.Channel)
+	return listensOn(t, tun, peer, proxyrpc.Channel)
 }
 
 // listensOn reports whether tun sees peer listen on channel.

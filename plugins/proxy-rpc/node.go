@@ -22,10 +22,13 @@ import (
 	"github.com/microhost/microhost/plugins/proxy-rpc/pubsub"
 	"github.com/microhost/microhost/plugins/proxy-rpc/pubsubpb"
 	"github.com/microhost/microhost/plugins/proxy-rpc/rawcodec"
-	"github.com/microhost/microhost/plugins/proxy-rpc/remote"
 	"github.com/microhost/microhost/plugins/proxy-rpc/routetable"
+	"github.com/microhost/microhost/plugins/proxy-rpc/sessconn"
 	"github.com/microhost/microhost/sdk"
 )
+
+// Channel is the tunnel channel proxies forward calls to each other on.
+const Channel = "proxy"
 
 // Connection pool upkeep: a connection no route needs is closed after it
 // has been idle this long.
@@ -34,10 +37,10 @@ const (
 	idleAfter  = time.Minute
 )
 
-// HTTP/2 flow-control windows of the proxy's connections. Fixed windows
-// turn off gRPC's bandwidth estimation, whose pings cost a round trip's
-// worth of frames on short calls; these are large enough for a stream to
-// run at full speed on a local connection.
+// HTTP/2 flow-control windows of the proxy's connections, those to other
+// proxies over the tunnel included. Fixed windows turn off gRPC's
+// bandwidth estimation, whose pings cost a round trip's worth of frames on
+// short calls; these are large enough for a stream to run at full speed.
 const (
 	streamWindow = 4 << 20
 	connWindow   = 16 << 20
@@ -50,12 +53,13 @@ type node struct {
 	lis    net.Listener
 	table  *routetable.Table
 	local  *connpool.Pool
+	remote *connpool.Pool // nil without a host (and so without a tunnel)
 	fwd    *forward.Forwarder
 	broker *pubsub.Broker
 	mc     *multicaster // nil without a host
 
-	server       *grpc.Server   // serves clients on lis
-	remoteServer *remote.Server // serves other nodes' proxies over the tunnel
+	server       *grpc.Server // serves clients on lis
+	tunnelServer *grpc.Server // serves other nodes' proxies over the tunnel
 
 	host    sdk.Host
 	tunMu   sync.Mutex
@@ -75,15 +79,14 @@ func start(s settings, lis net.Listener, host sdk.Host, nodeID string, log hclog
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{log: log, s: s, lis: lis, table: routetable.New(nil), host: host, cancel: cancel, loaded: make(chan struct{})}
 	n.local = connpool.New(n.dialLocal, nil)
-	n.fwd = &forward.Forwarder{Table: n.table, Local: n.local, MaxHops: s.maxHops, Log: log.Named("forward")}
 	sendPublished := func(pubsub.Message) error { return nil } // a node alone has no peers
 	if host != nil {
-		n.fwd.Remote = &remote.Dialer{Tunnel: n.tunnel, MaxMessageSize: s.maxMessageSize}
-		n.remoteServer = remote.NewServer(n.fwd.Handle, s.maxMessageSize, log.Named("remote"))
+		n.remote = connpool.New(n.dialRemote, nil)
 		n.mc = &multicaster{tunnel: n.tunnel, ctx: ctx}
 		sendPublished = n.mc.send
 	}
 	n.broker = pubsub.NewBroker(nodeID, sendPublished, s.maxHops)
+	n.fwd = &forward.Forwarder{Table: n.table, Local: n.local, Remote: n.remote, MaxHops: s.maxHops, Log: log.Named("forward")}
 
 	var creds []grpc.ServerOption
 	if s.tls != nil {
@@ -91,6 +94,7 @@ func start(s settings, lis net.Listener, host sdk.Host, nodeID string, log hclog
 	}
 	n.server = grpc.NewServer(append(creds, n.serverOptions()...)...)
 	pubsubpb.RegisterPubSubServer(n.server, &pubsubService{broker: n.broker})
+	n.tunnelServer = grpc.NewServer(n.serverOptions()...)
 
 	n.spawn(func() {
 		if err := n.server.Serve(lis); err != nil {
@@ -157,6 +161,26 @@ func (n *node) dialLocal(address string) (*grpc.ClientConn, error) {
 		target = "passthrough:///" + address
 	}
 	return grpc.NewClient(target, append(n.clientOptions(), grpc.WithTransportCredentials(insecure.NewCredentials()))...)
+}
+
+// dialRemote connects to the proxy of node id over the tunnel: every
+// connection attempt is one unicast session on Channel, which carries
+// HTTP/2 and so multiplexes all calls to that node. The tunnel encrypts
+// and authenticates, so gRPC runs in plaintext inside it.
+func (n *node) dialRemote(id string) (*grpc.ClientConn, error) {
+	dialer := func(ctx context.Context, node string) (net.Conn, error) {
+		tun, err := n.tunnel(ctx)
+		if err != nil {
+			return nil, err
+		}
+		sess, err := tun.Dial(ctx, Channel, sdk.DialOptions{Mode: sdk.Unicast, Node: node})
+		if err != nil {
+			return nil, err
+		}
+		return sessconn.New(sess), nil
+	}
+	opts := append(n.clientOptions(), grpc.WithContextDialer(dialer), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	return grpc.NewClient("passthrough:///"+id, opts...)
 }
 
 // tunnel returns the tunnel client, asking the host for it until it has one.
@@ -236,7 +260,13 @@ func (n *node) watchFailed(ctx context.Context, op string, err error) {
 // serveTunnel serves calls from other nodes' proxies that arrive as
 // sessions on Channel.
 func (n *node) serveTunnel(ctx context.Context) {
-	n.keepListening(ctx, remote.Channel, "calls from other nodes cannot reach this proxy", n.remoteServer.Serve)
+	n.keepListening(ctx, Channel, "calls from other nodes cannot reach this proxy", func(lis sdk.Listener) error {
+		err := n.tunnelServer.Serve(sessconn.NewListener(lis))
+		if errors.Is(err, grpc.ErrServerStopped) {
+			return nil
+		}
+		return err
+	})
 }
 
 // servePubSub hands the messages peers multicast on PubSubChannel to the
@@ -322,8 +352,11 @@ func (n *node) sweep(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		addresses := n.table.Addresses()
+		addresses, gateways := n.table.Targets()
 		n.local.Sweep(func(a string) bool { return addresses[a] }, idleAfter)
+		if n.remote != nil {
+			n.remote.Sweep(func(g string) bool { return gateways[g] }, idleAfter)
+		}
 	}
 }
 
@@ -341,19 +374,19 @@ func (n *node) health() error {
 // close drains calls in flight for at most timeout, then stops everything.
 func (n *node) close(timeout time.Duration) {
 	var wg sync.WaitGroup
-	if n.remoteServer != nil {
+	for _, s := range []*grpc.Server{n.server, n.tunnelServer} {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n.remoteServer.Shutdown(timeout)
+			drain(s, timeout)
 		}()
 	}
-	drain(n.server, timeout)
 	wg.Wait()
 	n.cancel()
 	n.wg.Wait()
 	n.local.Close()
-	if n.mc != nil {
+	if n.remote != nil {
+		n.remote.Close()
 		n.mc.close()
 	}
 	// The tunnel client the host handed out is this proxy's own connection.

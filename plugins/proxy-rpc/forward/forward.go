@@ -42,21 +42,14 @@ const DefaultMaxHops = 8
 // first message, which is always kept.
 const DefaultReplayLimit = 4 << 20
 
-// Remote opens calls to other nodes' proxies.
-type Remote interface {
-	// NewStream calls method on the proxy of node with the outgoing
-	// metadata of ctx, like grpc.ClientConn.NewStream; the call ends with ctx.
-	NewStream(ctx context.Context, node, method string) (grpc.ClientStream, error)
-}
-
 // Forwarder forwards calls. Its fields must be set before use.
 type Forwarder struct {
 	Table *routetable.Table
 	// Local holds connections to instance addresses.
 	Local *connpool.Pool
-	// Remote calls next-hop nodes' proxies; nil when this node has no
-	// tunnel, and then remote routes are unusable.
-	Remote Remote
+	// Remote holds connections to next-hop nodes' proxies; nil when this
+	// node has no tunnel, and then remote routes are unusable.
+	Remote *connpool.Pool
 	// MaxHops is the most proxies a call may pass through between nodes.
 	MaxHops int
 	// ReplayLimit bounds the request bytes buffered for failover.
@@ -131,28 +124,24 @@ func (f *Forwarder) attempt(ctx context.Context, ss grpc.ServerStream, reqs *req
 	out := in.Copy()
 	delete(out, ":authority")
 	delete(out, HopsKey)
-	remote := route.Link == sdk.LinkNetwork
-	if remote {
+	pool, target := f.Local, route.Address
+	if route.Link == sdk.LinkNetwork {
+		pool, target = f.Remote, route.Gateway
 		out.Set(ServiceKey, service)
 		out.Set(HopsKey, strconv.Itoa(hops+1))
 	}
+	if pool == nil {
+		return true, status.Errorf(codes.Unavailable, "route %s needs the tunnel, and this proxy has none", describe(route))
+	}
+	cc, release, err := pool.Get(target)
+	if err != nil {
+		return true, status.Errorf(codes.Unavailable, "route %s: %v", describe(route), err)
+	}
+	defer release()
+
 	actx, cancel := context.WithCancel(metadata.NewOutgoingContext(ctx, out))
 	defer cancel()
-
-	var cs grpc.ClientStream
-	switch {
-	case remote && f.Remote == nil:
-		return true, status.Errorf(codes.Unavailable, "route %s needs the tunnel, and this proxy has none", describe(route))
-	case remote:
-		cs, err = f.Remote.NewStream(actx, route.Gateway, method)
-	default:
-		cc, release, perr := f.Local.Get(route.Address)
-		if perr != nil {
-			return true, status.Errorf(codes.Unavailable, "route %s: %v", describe(route), perr)
-		}
-		defer release()
-		cs, err = cc.NewStream(actx, anyStream, method)
-	}
+	cs, err := cc.NewStream(actx, anyStream, method)
 	if err != nil {
 		// Nothing reached the instance, so nothing was lost.
 		return outcome(ctx, err, true)

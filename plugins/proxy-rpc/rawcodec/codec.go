@@ -22,12 +22,6 @@ type Frame struct {
 	data mem.BufferSlice
 }
 
-// FrameOf returns a frame holding buf.
-func FrameOf(buf mem.Buffer) *Frame { return &Frame{data: mem.BufferSlice{buf}} }
-
-// Buffers are the body's bytes, in order; they stay valid until Free.
-func (f *Frame) Buffers() mem.BufferSlice { return f.data }
-
 // Len is the body's size in bytes.
 func (f *Frame) Len() int { return f.data.Len() }
 

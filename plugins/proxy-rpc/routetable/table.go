@@ -268,16 +268,20 @@ func authorityHost(authority string) string {
 	return authority
 }
 
-// Addresses returns the instance addresses local routes point at;
-// connections to any other address are no longer needed.
-func (t *Table) Addresses() map[string]bool {
+// Targets returns what the routes point at: the instance addresses of local
+// routes and the gateway node ids of remote ones. Connections to anything
+// else are no longer needed.
+func (t *Table) Targets() (addresses, gateways map[string]bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
-	addresses := make(map[string]bool)
+	addresses = make(map[string]bool)
+	gateways = make(map[string]bool)
 	for _, r := range t.routes {
-		if r.Link != sdk.LinkNetwork {
+		if r.Link == sdk.LinkNetwork {
+			gateways[r.Gateway] = true
+		} else {
 			addresses[r.Address] = true
 		}
 	}
-	return addresses
+	return addresses, gateways
 }

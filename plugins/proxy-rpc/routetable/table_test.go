@@ -153,11 +153,12 @@ func TestEqualMetricRoutesRotate(t *testing.T) {
 	}
 }
 
-func TestAddresses(t *testing.T) {
+func TestTargets(t *testing.T) {
 	tab := New(nil)
 	tab.Replace([]sdk.Route{local("s", "a:1", 1), remote("s", "n2", 3)})
-	if addresses := tab.Addresses(); !addresses["a:1"] || len(addresses) != 1 {
-		t.Fatalf("addresses: %v", addresses)
+	addresses, gateways := tab.Targets()
+	if !addresses["a:1"] || !gateways["n2"] || len(addresses) != 1 || len(gateways) != 1 {
+		t.Fatalf("targets: %v %v", addresses, gateways)
 	}
 }
 

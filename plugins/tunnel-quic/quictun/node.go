@@ -64,7 +64,7 @@ type Config struct {
 	KeepaliveTimeout  time.Duration // default 3 × KeepaliveInterval
 	MaxMessageSize    int           // default 4 MiB
 	QueueSize         int           // per link, per multicast session; default 256
-	AcceptBacklog     int           // sessions waiting for Accept per listener; default 1024
+	AcceptBacklog     int           // sessions waiting for Accept per listener; default 128
 	DialTimeout       time.Duration // default 5s
 	DrainTimeout      time.Duration // bound on Close's drain; default 5s
 	ReconnectMin      time.Duration // default 250ms
@@ -77,13 +77,11 @@ const (
 	DefaultKeepaliveInterval = time.Second
 	DefaultMaxMessageSize    = 4 << 20
 	DefaultQueueSize         = 256
-	// Every remote call through the proxy is a session, so a burst of
-	// calls is a burst of sessions; a slot costs a pointer.
-	DefaultAcceptBacklog = 1024
-	DefaultDialTimeout   = 5 * time.Second
-	DefaultDrainTimeout  = 5 * time.Second
-	DefaultReconnectMin  = 250 * time.Millisecond
-	DefaultReconnectMax  = 30 * time.Second
+	DefaultAcceptBacklog     = 128
+	DefaultDialTimeout       = 5 * time.Second
+	DefaultDrainTimeout      = 5 * time.Second
+	DefaultReconnectMin      = 250 * time.Millisecond
+	DefaultReconnectMax      = 30 * time.Second
 	// MaxMessageLimit caps MaxMessageSize (the length prefix is 32 bits).
 	MaxMessageLimit = 1 << 30
 )
