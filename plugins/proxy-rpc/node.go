@@ -77,7 +77,7 @@ type node struct {
 
 func start(s settings, lis net.Listener, host sdk.Host, nodeID string, log hclog.Logger) *node {
 	ctx, cancel := context.WithCancel(context.Background())
-	n := &node{log: log, s: s, lis: lis, table: routetable.New(nil), host: host, cancel: cancel, loaded: make(chan struct{})}
+	n := &node{log: log, s: s, lis: lis, table: routetable.New(), host: host, cancel: cancel, loaded: make(chan struct{})}
 	n.local = connpool.New(n.dialLocal, nil)
 	sendPublished := func(pubsub.Message) error { return nil } // a node alone has no peers
 	if host != nil {

@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/microhost/microhost/sdk"
 )
@@ -27,8 +26,6 @@ var (
 
 // Table holds routes by service. It is safe for concurrent use.
 type Table struct {
-	now func() time.Time
-
 	mu        sync.RWMutex
 	routes    map[uint64]sdk.Route
 	byService map[string][]sdk.Route // lowest metric first
@@ -39,12 +36,9 @@ type Table struct {
 	rotation atomic.Uint64
 }
 
-// New returns an empty table; now is its clock (nil means time.Now).
-func New(now func() time.Time) *Table {
-	if now == nil {
-		now = time.Now
-	}
-	t := &Table{now: now}
+// New returns an empty table.
+func New() *Table {
+	t := &Table{}
 	t.reset()
 	return t
 }
@@ -171,7 +165,7 @@ func (t *Table) Resolve(target Target) (Resolution, error) {
 	}
 	routes := t.usable(t.byService[service])
 	if len(routes) == 0 {
-		return Resolution{}, fmt.Errorf("%w for service %q: all %d of its routes are unusable or expired", ErrNoRoute, service, len(t.byService[service]))
+		return Resolution{}, fmt.Errorf("%w for service %q: all %d of its routes lack an address or gateway", ErrNoRoute, service, len(t.byService[service]))
 	}
 	t.rotateEqual(routes)
 	return Resolution{Service: service, Routes: routes}, nil
@@ -202,15 +196,14 @@ func (t *Table) pickService(target Target) (string, error) {
 	return "", fmt.Errorf("%w: no service is named %q or serves gRPC service %q (method %s)", ErrUnknownService, authorityHost(target.Authority), grpcService, target.Method)
 }
 
-// usable filters out expired routes and routes that lack the address or
-// gateway their link needs. It returns a fresh slice.
+// usable filters out routes that lack the address or gateway a call
+// needs. Expiry is the router's business: it withdraws a route that
+// expires, while a sync that renews one only moves its expiry in the
+// router's table and tells no watcher, so the Expires a watcher holds is
+// that of the route's first advert.
 func (t *Table) usable(routes []sdk.Route) []sdk.Route {
-	now := t.now()
 	out := make([]sdk.Route, 0, len(routes))
 	for _, r := range routes {
-		if !r.Expires.IsZero() && !now.Before(r.Expires) {
-			continue
-		}
 		switch r.Link {
 		case sdk.LinkNetwork:
 			if r.Gateway == "" {
