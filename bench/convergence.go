@@ -69,10 +69,9 @@ func (c *simChanges) change(ctx context.Context, i int) ([2]sim.Result, error) {
 	return r, nil
 }
 
-func simConvergence() *measurement {
+func simMeasurement(id, name, unit, target string, pass func(float64) bool, read func(announce, withdraw sim.Result) float64) *measurement {
 	return &measurement{
-		ID: "G9", Name: "route convergence, 50 simulated nodes (slower of announce and withdraw)", Baseline: "—",
-		Unit: "s", Target: "<= 2 s", Pass: atMost(2),
+		ID: id, Name: name, Baseline: "—", Unit: unit, Target: target, Pass: pass,
 		Uses: []fixture{simFixture},
 		Pair: func(ctx context.Context, i int) (float64, error) {
 			c, err := simFixture.get(ctx)
@@ -80,31 +79,19 @@ func simConvergence() *measurement {
 				return 0, err
 			}
 			r, err := c.change(ctx, i)
-			if err != nil {
-				return 0, err
-			}
-			return max(r[0].Converge, r[1].Converge).Seconds(), nil
+			return read(r[0], r[1]), err
 		},
 	}
 }
 
+func simConvergence() *measurement {
+	return simMeasurement("G9", "route convergence, 50 simulated nodes (slower of announce and withdraw)",
+		"s", "<= 2 s", atMost(2), func(a, w sim.Result) float64 { return max(a.Converge, w.Converge).Seconds() })
+}
+
 func messagesPerLink() *measurement {
-	return &measurement{
-		ID: "G11", Name: "control messages per route change, per link, 50 simulated nodes (larger of announce and withdraw)", Baseline: "—",
-		Unit: "msgs", Target: "<= 2", Pass: atMost(2),
-		Uses: []fixture{simFixture},
-		Pair: func(ctx context.Context, i int) (float64, error) {
-			c, err := simFixture.get(ctx)
-			if err != nil {
-				return 0, err
-			}
-			r, err := c.change(ctx, i)
-			if err != nil {
-				return 0, err
-			}
-			return max(r[0].PerLink, r[1].PerLink), nil
-		},
-	}
+	return simMeasurement("G11", "control messages per route change, per link, 50 simulated nodes (larger of announce and withdraw)",
+		"msgs", "<= 2", atMost(2), func(a, w sim.Result) float64 { return max(a.PerLink, w.PerLink) })
 }
 
 // procRing is 10 `microhost run` nodes as a Möbius ladder: a ring with a

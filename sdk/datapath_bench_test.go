@@ -53,17 +53,24 @@ func echo(ctx context.Context, l sdk.Listener) {
 	}
 }
 
-// BenchmarkDataPathSession is what a proxied call costs the data path:
-// open a session from one node's consumer to another's, one message there
-// and back, close. Both ends go through a tunnel shim's data path.
-func BenchmarkDataPathSession(b *testing.B) {
+// echoPair returns node a's data path tunnel, with node b echoing
+// whatever sessions on channel "echo" carry.
+func echoPair(b *testing.B) sdk.Tunnel {
 	a, bt := dataPathPair(b)
 	l, err := bt.Listen(b.Context(), "echo")
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer l.Close()
+	b.Cleanup(func() { l.Close() })
 	go echo(b.Context(), l)
+	return a
+}
+
+// BenchmarkDataPathSession is what a short-lived session costs the data
+// path: open a session from one node's consumer to another's, one message
+// there and back, close. Both ends go through a tunnel shim's data path.
+func BenchmarkDataPathSession(b *testing.B) {
+	a := echoPair(b)
 	ctx := b.Context()
 	msg := &sdk.Message{Header: map[string]string{"method": "/pkg.Svc/Call"}, Body: make([]byte, 100)}
 	b.ReportAllocs()
@@ -85,13 +92,7 @@ func BenchmarkDataPathSession(b *testing.B) {
 // BenchmarkDataPathRoundTrip is one small message there and back on an
 // open session.
 func BenchmarkDataPathRoundTrip(b *testing.B) {
-	a, bt := dataPathPair(b)
-	l, err := bt.Listen(b.Context(), "echo")
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer l.Close()
-	go echo(b.Context(), l)
+	a := echoPair(b)
 	ctx := b.Context()
 	s, err := a.Dial(ctx, "echo", sdk.DialOptions{Node: "b"})
 	if err != nil {
