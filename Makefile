@@ -22,9 +22,9 @@ tools:
 	GOBIN=$(TOOLS) go install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
 	GOBIN=$(TOOLS) go install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
 
-# protoc itself comes from Debian (protobuf-compiler, libprotoc 3.21.12, with
-# libprotobuf-dev for the well-known types); every
-# package with .proto files says how it is generated in a //go:generate line.
+# protoc itself comes from Debian (protobuf-compiler, libprotoc 3.21.12, and
+# libprotobuf-dev for the well-known types); every package with .proto files
+# says how it is generated in a //go:generate line.
 proto: tools
 	PATH=$(TOOLS):$$PATH go generate ./...
 
