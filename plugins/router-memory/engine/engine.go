@@ -394,7 +394,7 @@ func (e *Engine) wanted(service string) map[destination]sdk.Route {
 			return true
 		}
 		d := destinationOf(r)
-		if old, ok := best[d]; !ok || table.Better(r, old) {
+		if old, ok := best[d]; !ok || e.preferred(r, old) {
 			best[d] = r
 		}
 		return true
@@ -412,6 +412,28 @@ func (e *Engine) wanted(service string) map[destination]sdk.Route {
 		best[d] = e.outbound(r)
 	}
 	return best
+}
+
+// preferred reports whether r is a better route to its destination than
+// old: a lower metric, or, between equal metrics, the one we advertise
+// already, then table.Better's stable order. Keeping the incumbent means
+// an equal path heard later changes nothing for our peers; switching to it
+// would re-advertise the destination with a new path over every link, and
+// which of two equal paths arrives first depends only on timing (BGP keeps
+// its oldest path for the same reason).
+func (e *Engine) preferred(r, old sdk.Route) bool {
+	if r.Metric != old.Metric {
+		return r.Metric < old.Metric
+	}
+	if adv, ok := e.advertised[destinationOf(r)]; ok {
+		switch {
+		case slices.Equal(e.outbound(r).Path, adv.Path):
+			return true
+		case slices.Equal(e.outbound(old).Path, adv.Path):
+			return false
+		}
+	}
+	return table.Better(r, old)
 }
 
 func (e *Engine) flushLocked(now time.Time) {

@@ -488,6 +488,49 @@ func TestTwoNodes(t *testing.T) {
 	}
 }
 
+// TestEqualPathHeardLaterChangesNothing: of two equal paths the one
+// advertised first stays, whichever sorts first, so a node that hears an
+// equal path later sends nothing; it moves to the other when the first goes.
+func TestEqualPathHeardLaterChangesNothing(t *testing.T) {
+	c := newClock()
+	e := newEngine(t, c, "me", nil)
+	s := stream(t, e)
+	announced := func(when string) []string {
+		t.Helper()
+		step(c, time.Second, e)
+		var paths []string
+		for _, a := range pending(t, s) {
+			if a.Type != sdk.Announce {
+				continue
+			}
+			for _, ev := range a.Events {
+				paths = append(paths, ev.Type.String()+" "+strings.Join(ev.Route.Path, ">"))
+			}
+		}
+		t.Logf("%s: %v", when, paths)
+		return paths
+	}
+	if err := e.Process(syncOf("q", "x", learned("greeter", "10.0.0.1:80", "x", "q", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if got := announced("path via q"); len(got) != 1 || !strings.HasSuffix(got[0], "x>q>me") {
+		t.Fatalf("announced %v, want the path via q", got)
+	}
+	// Via p sorts before via q and costs the same.
+	if err := e.Process(syncOf("p", "x", learned("greeter", "10.0.0.1:80", "x", "p", 1))); err != nil {
+		t.Fatal(err)
+	}
+	if got := announced("equal path via p"); len(got) != 0 {
+		t.Fatalf("an equal path re-advertised the route: %v", got)
+	}
+	if err := e.Process(syncOf("q", "x")); err != nil { // q no longer has it
+		t.Fatal(err)
+	}
+	if got := announced("path via q gone"); len(got) != 1 || !strings.HasSuffix(got[0], "x>p>me") {
+		t.Fatalf("announced %v, want the path via p", got)
+	}
+}
+
 // flapAdverts counts the adverts and route events a flapping service causes
 // in 10 minutes of simulated time (down for downFor, up for upFor, over and
 // over), and reports whether the last event advertised was the route coming
