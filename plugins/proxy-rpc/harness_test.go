@@ -174,7 +174,8 @@ func waitFor(t testing.TB, what string, cond func() bool) {
 // show that none leak.
 type countingTunnel struct {
 	sdk.Tunnel
-	open atomic.Int64
+	open  atomic.Int64
+	sends atomic.Int64 // messages sent on its sessions
 }
 
 func (c *countingTunnel) Dial(ctx context.Context, channel string, opts sdk.DialOptions) (sdk.Session, error) {
@@ -215,6 +216,11 @@ type countingSession struct {
 	sdk.Session
 	c    *countingTunnel
 	once sync.Once
+}
+
+func (s *countingSession) Send(ctx context.Context, m *sdk.Message) error {
+	s.c.sends.Add(1)
+	return s.Session.Send(ctx, m)
 }
 
 func (s *countingSession) Close() error {

@@ -204,6 +204,44 @@ func TestRoutingLoopIsRefused(t *testing.T) {
 	}
 }
 
+// TestUnaryCallIsOneMessageEachWay: a unary call between two proxies costs
+// about one tunnel message each way (HTTP/2 flushes its frames together),
+// not one per HTTP/2 frame; every message is a process hand-off on each node
+// it crosses, which is what a call's latency through the overlay is made of
+// (bench/README.md).
+func TestUnaryCallIsOneMessageEachWay(t *testing.T) {
+	addr, _ := startInterop(t)
+	c := newChain(t, "A", "B")
+	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
+	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
+	cc := dial(t, c.addrs["B"])
+	waitRouted(t, cc)
+	tc := testgrpc.NewTestServiceClient(cc)
+	req := &testpb.SimpleRequest{ResponseSize: 100, Payload: &testpb.Payload{Body: make([]byte, 100)}}
+	// The first calls also carry the connection's HTTP/2 preface and settings.
+	for range 10 {
+		if _, err := tc.UnaryCall(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sentB, sentA := c.tunnels["B"].sends.Load(), c.tunnels["A"].sends.Load()
+	const calls = 200
+	for range calls {
+		if _, err := tc.UnaryCall(t.Context(), req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// HTTP/2's writer flushes early now and then (about one call in four
+	// under -race); one message per frame would be 2 out and 3 back.
+	const most = 1.75
+	out := float64(c.tunnels["B"].sends.Load()-sentB) / calls
+	back := float64(c.tunnels["A"].sends.Load()-sentA) / calls
+	t.Logf("tunnel messages per call: %.2f out, %.2f back", out, back)
+	if out > most || back > most {
+		t.Fatalf("tunnel messages per unary call: %.2f out, %.2f back; want at most %.1f each way", out, back, most)
+	}
+}
+
 // TestRoutesFollowTheWatch: routes added, removed and resynced through the
 // host's watch take effect without any call to the router.
 func TestRoutesFollowTheWatch(t *testing.T) {
