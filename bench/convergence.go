@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -153,8 +154,59 @@ var ringFixture = newShared(func(ctx context.Context) (*procRing, func(), error)
 		nw.close()
 		return nil, nil, err
 	}
+	if err := r.settleCosts(ctx); err != nil {
+		nw.close()
+		return nil, nil, err
+	}
 	return r, nw.close, nil
 })
+
+// A link's first cost comes from the round trips measured while some 40
+// processes start, and may come down only 15 s later (docs/network.md).
+// Until then a shorter path can cost more than a longer one whose advert
+// arrives later, and each such improvement re-advertises the route, which
+// a settled network does not do; so the changes are measured once no link
+// cost has moved for costsStable.
+const (
+	costsStable     = 20 * time.Second
+	costsSettleWait = 2 * time.Minute
+)
+
+// settleCosts waits until the link costs every node reports have not
+// changed for costsStable; past costsSettleWait it says so and goes on.
+func (r *procRing) settleCosts(ctx context.Context) error {
+	start := time.Now()
+	var last string
+	stableSince := start
+	for time.Since(stableSince) < costsStable {
+		if time.Since(start) > costsSettleWait {
+			fmt.Printf("  link costs still moving after %v; measuring anyway\n", costsSettleWait)
+			return nil
+		}
+		var costs strings.Builder
+		for _, n := range r.nodes {
+			nodes, err := n.admin.Nodes(ctx)
+			if err != nil {
+				return fmt.Errorf("node %s: %w", n.spec.ID, err)
+			}
+			for _, k := range nodes {
+				if k.Hops == 1 {
+					fmt.Fprintf(&costs, "%s-%s:%d ", n.spec.ID, k.ID, k.Metric)
+				}
+			}
+		}
+		if now := costs.String(); now != last {
+			last, stableSince = now, time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+	}
+	fmt.Printf("  link costs settled %v after every node knew all %d\n", time.Since(start).Round(time.Second), ringSize)
+	return nil
+}
 
 // pollAll polls cond on every node until it holds for all of them.
 func pollAll(ctx context.Context, nodes []*procNode, timeout time.Duration, what string, cond func(context.Context, *procNode) bool) error {

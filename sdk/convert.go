@@ -126,7 +126,7 @@ func LinkToPB(l Link) *pb.Link {
 	return &pb.Link{
 		Id: l.ID, Peer: l.Peer, Address: l.Address, Outbound: l.Outbound, State: string(l.State),
 		Rtt: durationpb.New(l.RTT), BytesIn: l.BytesIn, BytesOut: l.BytesOut, Errors: l.Errors,
-		Drops: l.Drops, Channels: l.Channels,
+		Drops: l.Drops, Channels: l.Channels, MinRtt: durationpb.New(l.MinRTT),
 	}
 }
 
@@ -136,6 +136,7 @@ func LinkFromPB(l *pb.Link) Link {
 		ID: l.GetId(), Peer: l.GetPeer(), Address: l.GetAddress(), Outbound: l.GetOutbound(),
 		State: LinkState(l.GetState()), RTT: DurationFromPB(l.GetRtt()), BytesIn: l.GetBytesIn(),
 		BytesOut: l.GetBytesOut(), Errors: l.GetErrors(), Drops: l.GetDrops(), Channels: l.GetChannels(),
+		MinRTT: DurationFromPB(l.GetMinRtt()),
 	}
 }
 

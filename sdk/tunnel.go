@@ -74,7 +74,11 @@ type Link struct {
 	Address  string        `json:"address"` // remote UDP address
 	Outbound bool          `json:"outbound"`
 	State    LinkState     `json:"state"`
-	RTT      time.Duration `json:"rtt"` // EWMA of keepalive round trips; 0 until measured
+	RTT      time.Duration `json:"rtt"` // smoothed RTT (EWMA of round trips); 0 until measured
+	// MinRTT is the lowest round trip measured on the link: what it takes
+	// when nothing queues, the basis of its cost. 0 if the tunnel does not
+	// measure it, and then RTT is used.
+	MinRTT   time.Duration `json:"min_rtt,omitempty"`
 	BytesIn  uint64        `json:"bytes_in"`
 	BytesOut uint64        `json:"bytes_out"`
 	Errors   uint64        `json:"errors"`

@@ -1,6 +1,10 @@
 package network
 
-import "time"
+import (
+	"time"
+
+	"github.com/microhost/microhost/sdk"
+)
 
 // Link cost, the metric a route pays for crossing one link:
 //
@@ -8,7 +12,8 @@ import "time"
 //	cost(0)   = 1000   (an unmeasured link costs as much as a 100 ms one)
 //
 // where rtt is the lowest RTT the link reported within the cost window
-// (Config.CostWindow, 30 s by default). A local route has metric 1 and a
+// (Config.CostWindow, 30 s by default), its MinRTT where the tunnel
+// measures one (costRTT). A local route has metric 1 and a
 // learned route has the advertised metric plus the cost of the link to the
 // peer it came from, so the metric of a route is 1 + the sum of link costs
 // along its path, and a local route always beats a remote one. An
@@ -24,6 +29,14 @@ import "time"
 // faster sample, so a link that became slower for good is re-costed within
 // a window. The cost in use moves only by more than a quarter
 // (settleCost), at most once per half window (peerCost.update).
+//
+// Why MinRTT, where there is one: a QUIC tunnel's smoothed RTT also holds
+// the time a peer took to be scheduled before it acknowledged, which on a
+// busy machine is milliseconds. With 40 node processes on 2 cores, loopback
+// links cost 10 to 200 and rose and fell for minutes, so shorter paths
+// often cost more than longer ones, and routes were re-advertised as their
+// adverts arrived in the wrong order. QUIC's lowest sample is what the path
+// itself takes.
 //
 // Why a floor of 1 ms: crossing a node (its proxy and tunnel) costs about a
 // millisecond itself, and differences below that are noise on a LAN or
@@ -122,4 +135,13 @@ func (w *lowestRTT) observe(now time.Time, rtt, window time.Duration) time.Durat
 // older peer that sent none) counts as a local route's 1.
 func addMetric(advertised, cost int64) int64 {
 	return min(max(advertised, 1)+cost, maxMetric)
+}
+
+// costRTT is the RTT a link's cost follows: its lowest measured round trip,
+// or its smoothed RTT from a tunnel that does not report the lowest.
+func costRTT(l sdk.Link) time.Duration {
+	if l.MinRTT > 0 {
+		return l.MinRTT
+	}
+	return l.RTT
 }

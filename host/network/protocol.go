@@ -520,7 +520,7 @@ func (n *Node) pollLinks() {
 			n.costs[l.Peer] = c
 		}
 		old := c.cost
-		if c.update(now, l.RTT, n.cfg.CostWindow) != old && known {
+		if c.update(now, costRTT(l), n.cfg.CostWindow) != old && known {
 			changes = append(changes, change{l.Peer, old, c.cost})
 		}
 	}

@@ -141,6 +141,19 @@ func TestLinkCost(t *testing.T) {
 	}
 }
 
+// TestCostFollowsTheLowestRTT: a link's cost follows the lowest RTT the
+// tunnel measured, not its smoothed RTT, which a busy peer inflates; a
+// tunnel that reports no lowest RTT is costed by its smoothed one.
+func TestCostFollowsTheLowestRTT(t *testing.T) {
+	busy := sdk.Link{RTT: 15 * time.Millisecond, MinRTT: 200 * time.Microsecond}
+	if got := linkCost(costRTT(busy)); got != minLinkCost {
+		t.Errorf("smoothed 15ms, lowest 200µs: cost %d, want the floor %d", got, minLinkCost)
+	}
+	if got := linkCost(costRTT(sdk.Link{RTT: 15 * time.Millisecond})); got != 150 {
+		t.Errorf("smoothed 15ms, no lowest: cost %d, want 150", got)
+	}
+}
+
 func TestLowestRTTForgetsSamplesAfterAWindow(t *testing.T) {
 	const window = time.Minute
 	var w lowestRTT

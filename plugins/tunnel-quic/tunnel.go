@@ -304,7 +304,7 @@ func (t *Tunnel) Links(context.Context) ([]sdk.Link, error) {
 	out := make([]sdk.Link, len(infos))
 	for i, l := range infos {
 		out[i] = sdk.Link{ID: l.ID, Peer: l.Peer, Address: l.Address, Outbound: l.Outbound,
-			State: sdk.LinkState(l.State), RTT: l.RTT, BytesIn: l.BytesIn, BytesOut: l.BytesOut,
+			State: sdk.LinkState(l.State), RTT: l.RTT, MinRTT: l.MinRTT, BytesIn: l.BytesIn, BytesOut: l.BytesOut,
 			Errors: l.Errors, Drops: l.Drops, Channels: l.Channels}
 	}
 	return out, nil

@@ -63,6 +63,7 @@ type link struct {
 	announce chan struct{}
 
 	rtt     atomic.Int64 // QUIC's smoothed RTT, ns, as of the last keepalive check; 0 until measured
+	minRTT  atomic.Int64 // QUIC's lowest RTT sample, ns, likewise
 	readers atomic.Int32 // session readers still pulling data off this link
 	errs    atomic.Uint64
 	drops   atomic.Uint64
@@ -263,11 +264,12 @@ func (l *link) readControl() {
 	}
 }
 
-// sampleRTT records QUIC's smoothed RTT, which it measures from the
-// acknowledgements of keepalive PINGs and session data alike.
+// sampleRTT records QUIC's smoothed and lowest RTT, which it measures from
+// the acknowledgements of keepalive PINGs and session data alike.
 func (l *link) sampleRTT(st quic.ConnectionStats) {
 	// A measured link never reads as unmeasured.
 	l.rtt.Store(max(int64(st.SmoothedRTT), 1))
+	l.minRTT.Store(max(int64(st.MinRTT), 1))
 }
 
 // ErrKeepaliveTimeout is the cause of a link closed for silence.

@@ -635,6 +635,7 @@ type LinkInfo struct {
 	Outbound bool
 	State    LinkState
 	RTT      time.Duration
+	MinRTT   time.Duration
 	BytesIn  uint64
 	BytesOut uint64
 	Errors   uint64
@@ -651,7 +652,8 @@ func (n *Node) Links() []LinkInfo {
 		live[l.peer] = true
 		out = append(out, LinkInfo{
 			ID: l.id, Peer: l.peer, Address: l.conn.RemoteAddr().String(), Outbound: l.outbound,
-			State: LinkUp, RTT: l.measuredRTT(), BytesIn: st.BytesReceived, BytesOut: st.BytesSent,
+			State: LinkUp, RTT: l.measuredRTT(), MinRTT: time.Duration(l.minRTT.Load()),
+			BytesIn: st.BytesReceived, BytesOut: st.BytesSent,
 			Errors: l.errs.Load(), Drops: l.drops.Load(), Channels: l.channelList(),
 		})
 	}

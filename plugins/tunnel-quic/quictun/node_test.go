@@ -102,6 +102,11 @@ func TestUnicastBothWaysAndNATReversal(t *testing.T) {
 		t.Fatal("link direction misreported")
 	}
 	eventually(t, "RTT measured", func() bool { return linkTo(a.Node, "b").RTT > 0 && linkTo(b.Node, "a").RTT > 0 })
+	for _, l := range []*LinkInfo{linkTo(a.Node, "b"), linkTo(b.Node, "a")} {
+		if l.MinRTT <= 0 || l.MinRTT > l.RTT {
+			t.Fatalf("link to %s: lowest RTT %v, smoothed %v; want 0 < lowest <= smoothed", l.Peer, l.MinRTT, l.RTT)
+		}
+	}
 	if l := linkTo(a.Node, "b"); l.BytesIn == 0 || l.BytesOut == 0 {
 		t.Fatalf("byte counters not moving: %+v", l)
 	}

@@ -164,6 +164,7 @@ type Link struct {
 	Errors        uint64                 `protobuf:"varint,9,opt,name=errors,proto3" json:"errors,omitempty"`
 	Drops         uint64                 `protobuf:"varint,10,opt,name=drops,proto3" json:"drops,omitempty"`
 	Channels      []string               `protobuf:"bytes,11,rep,name=channels,proto3" json:"channels,omitempty"`
+	MinRtt        *durationpb.Duration   `protobuf:"bytes,12,opt,name=min_rtt,json=minRtt,proto3" json:"min_rtt,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -271,6 +272,13 @@ func (x *Link) GetDrops() uint64 {
 func (x *Link) GetChannels() []string {
 	if x != nil {
 		return x.Channels
+	}
+	return nil
+}
+
+func (x *Link) GetMinRtt() *durationpb.Duration {
+	if x != nil {
+		return x.MinRtt
 	}
 	return nil
 }
@@ -806,7 +814,7 @@ const file_microhost_v1_tunnel_proto_rawDesc = "" +
 	"\x19microhost/v1/tunnel.proto\x12\fmicrohost.v1\x1a\x1egoogle/protobuf/duration.proto\"\r\n" +
 	"\vTunnelEmpty\"'\n" +
 	"\vPeerAddress\x12\x18\n" +
-	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xa5\x02\n" +
+	"\aaddress\x18\x01 \x01(\tR\aaddress\"\xd9\x02\n" +
 	"\x04Link\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
 	"\x04peer\x18\x02 \x01(\tR\x04peer\x12\x18\n" +
@@ -819,7 +827,8 @@ const file_microhost_v1_tunnel_proto_rawDesc = "" +
 	"\x06errors\x18\t \x01(\x04R\x06errors\x12\x14\n" +
 	"\x05drops\x18\n" +
 	" \x01(\x04R\x05drops\x12\x1a\n" +
-	"\bchannels\x18\v \x03(\tR\bchannels\"4\n" +
+	"\bchannels\x18\v \x03(\tR\bchannels\x122\n" +
+	"\amin_rtt\x18\f \x01(\v2\x19.google.protobuf.DurationR\x06minRtt\"4\n" +
 	"\bLinkList\x12(\n" +
 	"\x05links\x18\x01 \x03(\v2\x12.microhost.v1.LinkR\x05links\"s\n" +
 	"\vSessionInfo\x12\x0e\n" +
@@ -892,26 +901,27 @@ var file_microhost_v1_tunnel_proto_goTypes = []any{
 }
 var file_microhost_v1_tunnel_proto_depIdxs = []int32{
 	12, // 0: microhost.v1.Link.rtt:type_name -> google.protobuf.Duration
-	3,  // 1: microhost.v1.LinkList.links:type_name -> microhost.v1.Link
-	0,  // 2: microhost.v1.SessionInfo.mode:type_name -> microhost.v1.Mode
-	0,  // 3: microhost.v1.DialRequest.mode:type_name -> microhost.v1.Mode
-	12, // 4: microhost.v1.DialRequest.timeout:type_name -> google.protobuf.Duration
-	12, // 5: microhost.v1.DataPathHello.wait:type_name -> google.protobuf.Duration
-	6,  // 6: microhost.v1.DataPathHello.dial:type_name -> microhost.v1.DialRequest
-	9,  // 7: microhost.v1.DataPathHello.park:type_name -> microhost.v1.ParkRequest
-	2,  // 8: microhost.v1.Tunnel.Connect:input_type -> microhost.v1.PeerAddress
-	2,  // 9: microhost.v1.Tunnel.Disconnect:input_type -> microhost.v1.PeerAddress
-	1,  // 10: microhost.v1.Tunnel.Links:input_type -> microhost.v1.TunnelEmpty
-	1,  // 11: microhost.v1.Tunnel.DataPath:input_type -> microhost.v1.TunnelEmpty
-	1,  // 12: microhost.v1.Tunnel.Connect:output_type -> microhost.v1.TunnelEmpty
-	1,  // 13: microhost.v1.Tunnel.Disconnect:output_type -> microhost.v1.TunnelEmpty
-	4,  // 14: microhost.v1.Tunnel.Links:output_type -> microhost.v1.LinkList
-	7,  // 15: microhost.v1.Tunnel.DataPath:output_type -> microhost.v1.DataPathInfo
-	12, // [12:16] is the sub-list for method output_type
-	8,  // [8:12] is the sub-list for method input_type
-	8,  // [8:8] is the sub-list for extension type_name
-	8,  // [8:8] is the sub-list for extension extendee
-	0,  // [0:8] is the sub-list for field type_name
+	12, // 1: microhost.v1.Link.min_rtt:type_name -> google.protobuf.Duration
+	3,  // 2: microhost.v1.LinkList.links:type_name -> microhost.v1.Link
+	0,  // 3: microhost.v1.SessionInfo.mode:type_name -> microhost.v1.Mode
+	0,  // 4: microhost.v1.DialRequest.mode:type_name -> microhost.v1.Mode
+	12, // 5: microhost.v1.DialRequest.timeout:type_name -> google.protobuf.Duration
+	12, // 6: microhost.v1.DataPathHello.wait:type_name -> google.protobuf.Duration
+	6,  // 7: microhost.v1.DataPathHello.dial:type_name -> microhost.v1.DialRequest
+	9,  // 8: microhost.v1.DataPathHello.park:type_name -> microhost.v1.ParkRequest
+	2,  // 9: microhost.v1.Tunnel.Connect:input_type -> microhost.v1.PeerAddress
+	2,  // 10: microhost.v1.Tunnel.Disconnect:input_type -> microhost.v1.PeerAddress
+	1,  // 11: microhost.v1.Tunnel.Links:input_type -> microhost.v1.TunnelEmpty
+	1,  // 12: microhost.v1.Tunnel.DataPath:input_type -> microhost.v1.TunnelEmpty
+	1,  // 13: microhost.v1.Tunnel.Connect:output_type -> microhost.v1.TunnelEmpty
+	1,  // 14: microhost.v1.Tunnel.Disconnect:output_type -> microhost.v1.TunnelEmpty
+	4,  // 15: microhost.v1.Tunnel.Links:output_type -> microhost.v1.LinkList
+	7,  // 16: microhost.v1.Tunnel.DataPath:output_type -> microhost.v1.DataPathInfo
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_microhost_v1_tunnel_proto_init() }
