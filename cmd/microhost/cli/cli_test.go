@@ -33,7 +33,7 @@ func testNode(t *testing.T) *admintest.Node {
 		{Service: "greeter", Address: "127.0.0.1:50051", Network: "net", Router: "a", Link: sdk.LinkLocal, Metric: 1},
 		{Service: "store", Address: "127.0.0.1:6000", Network: "net", Router: "a", Link: sdk.LinkLocal, Metric: 1},
 	}
-	n.LinkList = []sdk.Link{{ID: "l1", Peer: "b", Address: "10.0.0.2:8085", Outbound: true, State: sdk.LinkUp, RTT: 6 * time.Millisecond, BytesIn: 10, BytesOut: 20, Errors: 1, Drops: 2}}
+	n.LinkList = []sdk.Link{{ID: "l1", Peer: "b", Address: "10.0.0.2:8085", Outbound: true, State: sdk.LinkUp, RTT: 6 * time.Millisecond, MinRTT: 400 * time.Microsecond, BytesIn: 10, BytesOut: 20, Errors: 1, Drops: 2}}
 	n.PluginList = []admin.PluginStatus{
 		{Name: "tunnel.quic", Kind: sdk.KindTunnel, Type: "quic", PID: 4242, State: "running"},
 		{Name: "resolver.dns", Kind: sdk.KindResolver, Type: "dns", Address: "10.0.0.9:7000", State: "restarting", Restarts: 3, LastError: "exit status 2"},
@@ -138,10 +138,10 @@ store 127.0.0.1:6000 - a net local 1`)
 func TestNetworkConnectionsDampingPlugins(t *testing.T) {
 	addr := admintest.Serve(t, testNode(t))
 	expectTable(t, mustRun(t, "network", "connections", "--admin", addr), `
-PEER ADDRESS DIRECTION STATE RTT BYTES IN BYTES OUT ERRORS DROPS
-b 10.0.0.2:8085 out up 6ms 10 20 1 2`)
+PEER ADDRESS DIRECTION STATE RTT MIN RTT BYTES IN BYTES OUT ERRORS DROPS
+b 10.0.0.2:8085 out up 6ms 400µs 10 20 1 2`)
 	links := decode[[]sdk.Link](t, mustRun(t, "network", "connections", "--json", "--admin", addr))
-	if len(links) != 1 || links[0].Peer != "b" || links[0].RTT != 6*time.Millisecond {
+	if len(links) != 1 || links[0].Peer != "b" || links[0].RTT != 6*time.Millisecond || links[0].MinRTT != 400*time.Microsecond {
 		t.Fatalf("links JSON = %+v", links)
 	}
 

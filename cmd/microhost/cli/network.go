@@ -99,14 +99,14 @@ func connectionsCommand(f *clientFlags) *cobra.Command {
 				}
 				slices.SortStableFunc(links, func(a, b sdk.Link) int { return strings.Compare(a.Peer, b.Peer) })
 				return f.output(cmd, nonNil(links), func(w io.Writer) {
-					fmt.Fprintln(w, "PEER\tADDRESS\tDIRECTION\tSTATE\tRTT\tBYTES IN\tBYTES OUT\tERRORS\tDROPS")
+					fmt.Fprintln(w, "PEER\tADDRESS\tDIRECTION\tSTATE\tRTT\tMIN RTT\tBYTES IN\tBYTES OUT\tERRORS\tDROPS")
 					for _, l := range links {
 						dir := "in"
 						if l.Outbound {
 							dir = "out"
 						}
-						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", orDash(l.Peer), l.Address, dir, l.State,
-							formatDuration(l.RTT), l.BytesIn, l.BytesOut, l.Errors, l.Drops)
+						fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n", orDash(l.Peer), l.Address, dir, l.State,
+							formatDuration(l.RTT), formatDuration(l.MinRTT), l.BytesIn, l.BytesOut, l.Errors, l.Drops)
 					}
 				})
 			})
