@@ -69,16 +69,6 @@ func benchStream(b *testing.B, tc testgrpc.TestServiceClient) {
 	}
 }
 
-func twoNodes(b *testing.B) testgrpc.TestServiceClient {
-	addr, _ := startInterop(b)
-	c := newChain(b, "A", "B")
-	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
-	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
-	cc := dial(b, c.addrs["B"])
-	waitRouted(b, cc)
-	return testgrpc.NewTestServiceClient(cc)
-}
-
 func BenchmarkUnaryDirect(b *testing.B) {
 	addr, _ := startInterop(b)
 	benchUnary(b, testgrpc.NewTestServiceClient(dial(b, addr)))
@@ -92,11 +82,17 @@ func BenchmarkUnaryLocalRoute(b *testing.B) {
 	benchUnary(b, testgrpc.NewTestServiceClient(dial(b, proxyAddr)))
 }
 
-func BenchmarkUnaryTwoNodes(b *testing.B) { benchUnary(b, twoNodes(b)) }
+func BenchmarkUnaryTwoNodes(b *testing.B) {
+	_, cc := interopBehindA(b)
+	benchUnary(b, testgrpc.NewTestServiceClient(cc))
+}
 
 func BenchmarkStreamDirect(b *testing.B) {
 	addr, _ := startInterop(b)
 	benchStream(b, testgrpc.NewTestServiceClient(dial(b, addr)))
 }
 
-func BenchmarkStreamTwoNodes(b *testing.B) { benchStream(b, twoNodes(b)) }
+func BenchmarkStreamTwoNodes(b *testing.B) {
+	_, cc := interopBehindA(b)
+	benchStream(b, testgrpc.NewTestServiceClient(cc))
+}

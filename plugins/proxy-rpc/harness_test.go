@@ -140,6 +140,20 @@ func newChain(t testing.TB, ids ...string) *chain {
 	return c
 }
 
+// interopBehindA links A and B, runs grpc's interop server behind A and
+// routes it from B; it returns the chain and a connection to B's proxy
+// once B has the route.
+func interopBehindA(t testing.TB) (*chain, *grpc.ClientConn) {
+	t.Helper()
+	addr, _ := startInterop(t)
+	c := newChain(t, "A", "B")
+	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
+	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
+	cc := dial(t, c.addrs["B"])
+	waitRouted(t, cc)
+	return c, cc
+}
+
 func listens(t testing.TB, tun sdk.Tunnel, peer string) bool {
 	return listensOn(t, tun, peer, proxyrpc.Channel)
 }

@@ -80,12 +80,7 @@ func TestManyStreamsLeakNothing(t *testing.T) {
 	if raceEnabled {
 		streams = 500 // about 12 goroutines per stream on the path; the race detector caps them at 8128
 	}
-	addr, _ := startInterop(t)
-	c := newChain(t, "A", "B")
-	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
-	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
-	cc := dial(t, c.addrs["B"])
-	waitRouted(t, cc)
+	c, cc := interopBehindA(t)
 	tc := testgrpc.NewTestServiceClient(cc)
 
 	ctx, cancel := context.WithCancel(t.Context())
@@ -210,12 +205,7 @@ func TestRoutingLoopIsRefused(t *testing.T) {
 // it crosses, which is what a call's latency through the overlay is made of
 // (bench/README.md).
 func TestUnaryCallIsOneMessageEachWay(t *testing.T) {
-	addr, _ := startInterop(t)
-	c := newChain(t, "A", "B")
-	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
-	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
-	cc := dial(t, c.addrs["B"])
-	waitRouted(t, cc)
+	c, cc := interopBehindA(t)
 	tc := testgrpc.NewTestServiceClient(cc)
 	req := &testpb.SimpleRequest{ResponseSize: 100, Payload: &testpb.Payload{Body: make([]byte, 100)}}
 	// The first calls also carry the connection's HTTP/2 preface and settings.
@@ -295,12 +285,7 @@ func TestBrokenWatchStartsOver(t *testing.T) {
 // TestTunnelPluginRestart: when the tunnel goes away and the host hands out
 // a new one, the proxy listens on the new one and calls flow again.
 func TestTunnelPluginRestart(t *testing.T) {
-	addr, _ := startInterop(t)
-	c := newChain(t, "A", "B")
-	c.hosts["A"].set(localRoute(interopService, addr, 1, "A"))
-	c.hosts["B"].set(remoteRoute(interopService, "A", "A", 11))
-	cc := dial(t, c.addrs["B"])
-	waitRouted(t, cc)
+	c, cc := interopBehindA(t)
 	tc := testgrpc.NewTestServiceClient(cc)
 	if _, err := tc.EmptyCall(t.Context(), &testpb.Empty{}); err != nil {
 		t.Fatal(err)
