@@ -63,7 +63,7 @@ type link struct {
 	announce chan struct{}
 
 	rtt     atomic.Int64 // QUIC's smoothed RTT, ns, as of the last keepalive check; 0 until measured
-	minRTT  atomic.Int64 // QUIC's lowest RTT sample, ns, likewise
+	minRTT  atomic.Int64 // QUIC's lowest RTT sample, ns; 0 until measured
 	readers atomic.Int32 // session readers still pulling data off this link
 	errs    atomic.Uint64
 	drops   atomic.Uint64
@@ -269,7 +269,7 @@ func (l *link) readControl() {
 func (l *link) sampleRTT(st quic.ConnectionStats) {
 	// A measured link never reads as unmeasured.
 	l.rtt.Store(max(int64(st.SmoothedRTT), 1))
-	l.minRTT.Store(max(int64(st.MinRTT), 1))
+	l.minRTT.Store(int64(st.MinRTT)) // 0 without a sample: the host then goes by RTT
 }
 
 // ErrKeepaliveTimeout is the cause of a link closed for silence.
