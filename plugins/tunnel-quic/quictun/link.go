@@ -34,7 +34,8 @@ const (
 const (
 	opHello    = "hello"    // body: channels the sender listens on, one per line
 	opChannels = "channels" // body: the sender's complete channel set, one per line
-	opGoodbye  = "goodbye"  // the sender is closing: read what it sent, then close the link
+	opGoodbye  = "goodbye"  // the sender is closing: read what it sent, then close the link; body: how many session streams it opened
+	opPing     = "ping"     // keeps an idle link alive: the peer's QUIC acknowledges it, nothing else answers
 )
 
 // maxControlFrame bounds control messages (a hello lists every channel).
@@ -61,12 +62,18 @@ type link struct {
 	// whole snapshots from one goroutine means peers always end with the
 	// latest set, however Listen and Close calls interleave.
 	announce chan struct{}
+	// ping asks the announcer to send a keepalive ping (see Node.keepalive).
+	ping chan struct{}
 
 	rtt     atomic.Int64 // QUIC's smoothed RTT, ns, as of the last keepalive check; 0 until measured
 	minRTT  atomic.Int64 // QUIC's lowest RTT sample, ns; 0 until measured
 	readers atomic.Int32 // session readers still pulling data off this link
-	errs    atomic.Uint64
-	drops   atomic.Uint64
+	// opened counts the session streams we opened on the link, handled
+	// those the peer opened that we have given to a listener or refused:
+	// a goodbye says how many the peer opened, so we read them all.
+	opened, handled atomic.Int64
+	errs            atomic.Uint64
+	drops           atomic.Uint64
 
 	// Owned by the node's keepalive goroutine once the link is registered.
 	packetsSeen uint64 // the connection's received packet count at the last check
@@ -217,7 +224,8 @@ func parseChannels(body []byte) (map[string]bool, error) {
 	return set, nil
 }
 
-// announcer sends our channel set whenever it changes.
+// announcer sends our channel set whenever it changes, and a keepalive ping
+// when asked; a control write that stalls blocks this link alone.
 func (l *link) announcer() {
 	for {
 		select {
@@ -228,7 +236,19 @@ func (l *link) announcer() {
 			if err := l.sendControl(opChannels, body); err != nil {
 				l.node.log.Debug("channel announcement failed", "link", l.String(), "error", err)
 			}
+		case <-l.ping:
+			if err := l.sendControl(opPing, nil); err != nil {
+				l.node.log.Debug("keepalive ping failed", "link", l.String(), "error", err)
+			}
 		}
+	}
+}
+
+// requestPing asks the announcer for a ping unless one is already pending.
+func (l *link) requestPing() {
+	select {
+	case l.ping <- struct{}{}:
+	default:
 	}
 }
 
@@ -255,7 +275,12 @@ func (l *link) readControl() {
 			l.channels = set
 			l.mu.Unlock()
 		case opGoodbye:
-			l.node.peerLeaving(l)
+			opened, err := strconv.ParseInt(string(m.Body), 10, 64)
+			if err != nil {
+				opened = 0 // a peer that does not count: wait for the readers only
+			}
+			l.node.peerLeaving(l, opened)
+		case opPing: // its arrival is all it says
 		default:
 			// Unknown operations come from newer peers; ignoring them keeps
 			// the protocol extensible.

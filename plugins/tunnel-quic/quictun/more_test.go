@@ -167,8 +167,13 @@ func TestCloseDrains(t *testing.T) {
 	}
 	_ = a.Close() // without closing the sessions first
 	for range 2 {
-		if err := <-results; err != nil {
-			t.Fatal(err)
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatal(err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("a session was never read to its end; b's log:\n%s", b.logs.String())
 		}
 	}
 	// b closes the link on a's goodbye once its readers are done.

@@ -84,6 +84,7 @@ func (s *multiSession) reachLocked() {
 			n.log.Warn("multicast branch not opened", "session", s.id, "link", l.String(), "error", err)
 			continue
 		}
+		l.opened.Add(1)
 		b := &branch{s: s, link: l, str: str, queue: make(chan []byte, n.cfg.QueueSize), done: make(chan struct{})}
 		s.branches[l] = b
 		n.wg.Add(2)

@@ -170,6 +170,7 @@ func (n *Node) acceptStreams(l *link) {
 }
 
 func (n *Node) handleStream(l *link, str *quic.Stream) {
+	defer l.handled.Add(1) // after the session counts as a reader, or was refused
 	_ = str.SetReadDeadline(time.Now().Add(n.cfg.DialTimeout))
 	r := bufio.NewReaderSize(str, readBufferSize)
 	p, err := readPreamble(r)
@@ -284,6 +285,7 @@ func (n *Node) dialUnicast(ctx context.Context, l *link, channel string) (Sessio
 		l.errs.Add(1)
 		return nil, fmt.Errorf("dial %q on link to %s: open stream: %w", channel, l.peer, err)
 	}
+	l.opened.Add(1)
 	id := n.newSessionID()
 	// The preamble goes out now so the peer's listener sees the session even
 	// before the first message. The deadline covers a connection whose flow
