@@ -290,7 +290,8 @@ func (l *link) readControl() {
 }
 
 // sampleRTT records QUIC's smoothed and lowest RTT, which it measures from
-// the acknowledgements of keepalive PINGs and session data alike.
+// the acknowledgements of what this end sends: keepalive pings on the
+// accepting end, session data (the host's peer messages among it) on both.
 func (l *link) sampleRTT(st quic.ConnectionStats) {
 	// A measured link never reads as unmeasured.
 	l.rtt.Store(max(int64(st.SmoothedRTT), 1))
