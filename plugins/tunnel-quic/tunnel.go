@@ -62,7 +62,7 @@ func (t *Tunnel) Schema() sdk.Schema {
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: "4194304",
 			Description: "Largest message (headers and body, in bytes) a session sends or accepts."},
 		{Name: "queue_size", Type: sdk.TypeNumber, Default: "256",
-			Description: "Messages queued per link for each multicast or broadcast session; beyond it messages for that link are dropped and counted."},
+			Description: "Messages queued per link for each multicast or broadcast session (memory is taken only for those queued); beyond it messages for that link are dropped and counted."},
 		{Name: "accept_backlog", Type: sdk.TypeNumber, Default: "128",
 			Description: "Incoming sessions waiting for Accept per channel; beyond it sessions are refused and counted."},
 		{Name: "dial_timeout", Type: sdk.TypeDuration, Default: "5s",

@@ -44,7 +44,7 @@ type branch struct {
 	s      *multiSession
 	link   *link
 	str    *quic.Stream
-	queue  chan []byte
+	queue  *frameQueue
 	done   chan struct{} // closed when the writer returns
 	failed atomic.Bool
 	warned atomic.Bool
@@ -85,7 +85,7 @@ func (s *multiSession) reachLocked() {
 			continue
 		}
 		l.opened.Add(1)
-		b := &branch{s: s, link: l, str: str, queue: make(chan []byte, n.cfg.QueueSize), done: make(chan struct{})}
+		b := &branch{s: s, link: l, str: str, queue: newFrameQueue(n.cfg.QueueSize), done: make(chan struct{})}
 		s.branches[l] = b
 		n.wg.Add(2)
 		go func() {
@@ -133,13 +133,11 @@ func (s *multiSession) Send(ctx context.Context, m *Message) error {
 		if b.failed.Load() {
 			continue
 		}
-		select {
-		case b.queue <- frame:
-		default:
+		if !b.queue.push(frame) {
 			b.link.drops.Add(1)
 			if !b.warned.Swap(true) {
 				s.node.log.Warn("multicast queue full: dropping messages for this link (counted in link drops)",
-					"session", s.id, "channel", s.channel, "link", b.link.String(), "queue", cap(b.queue))
+					"session", s.id, "channel", s.channel, "link", b.link.String(), "queue", b.queue.limit)
 			}
 		}
 	}
@@ -155,21 +153,25 @@ func (b *branch) writeLoop(pre []byte) {
 	}
 	for {
 		select {
-		case frame, ok := <-b.queue:
-			if !ok {
-				_ = b.str.Close()
-				return
-			}
-			if _, err := b.str.Write(frame); err != nil {
-				b.fail(err)
-				return
-			}
+		case <-b.queue.ready:
 		case <-b.link.ctx.Done():
 			b.fail(context.Cause(b.link.ctx))
 			return
 		case <-b.str.Context().Done():
 			// The peer stopped reading (refused or closed the session).
 			b.fail(context.Cause(b.str.Context()))
+			return
+		}
+		batch, closed := b.queue.take()
+		for _, frame := range batch {
+			if _, err := b.str.Write(frame); err != nil {
+				b.fail(err)
+				return
+			}
+		}
+		b.queue.written(batch)
+		if closed {
+			_ = b.str.Close()
 			return
 		}
 	}
@@ -239,7 +241,7 @@ func (s *multiSession) CloseSend() error {
 	s.sendClosed = true
 	var writers []chan struct{}
 	for _, b := range s.branches {
-		close(b.queue)
+		b.queue.close()
 		writers = append(writers, b.done)
 	}
 	n := s.node
