@@ -18,7 +18,7 @@ import (
 func main() {
 	pairs := flag.Int("pairs", 7, "interleaved baseline/subject pairs per measurement (at least 5)")
 	only := flag.String("only", "", "comma-separated ids to run, e.g. G1,G12 (G14 also selects G14-cpu, G9 G9-proc, G11 G11-proc); default all")
-	out := flag.String("out", "bench", "directory for results.md and the plot")
+	out := flag.String("out", "", "directory for results.md and the plot; default bench for a full run, none for -only, so that a partial run never replaces the full table")
 	flag.StringVar(&microhostBin, "microhost", "", "microhost binary for the node processes; default: build ./cmd/microhost into a temporary directory")
 	flag.StringVar(&pprofDir, "pprof", "", "run the node processes' plugins with net/http/pprof; each leaves its address in `DIR`/NAME-PID.addr")
 	flag.Parse()
@@ -65,6 +65,14 @@ func main() {
 	report := table(results)
 	fmt.Println()
 	fmt.Print(report)
+	if *out == "" && *only == "" {
+		*out = "bench"
+	}
+	if *out == "" {
+		fmt.Println("\nbench/results.md holds the last full run and is left as it is; -out DIR writes this table there")
+		exitOnError(results)
+		return
+	}
 
 	doc := fmt.Sprintf("# Benchmark results\n\nMeasured by `make bench` on %s (%s). Ratios are subject / baseline, each pair run back to back; the median and the spread are over the pairs. [README.md](README.md) says what each id measures and what the profiles found.\n\n%s",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), machine(), report)
@@ -77,6 +85,11 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+	exitOnError(results)
+}
+
+// exitOnError exits with status 1 if any measurement failed.
+func exitOnError(results []result) {
 	for _, r := range results {
 		if r.err != nil {
 			removeBuild()
