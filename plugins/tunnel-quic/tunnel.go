@@ -56,7 +56,7 @@ func (t *Tunnel) Info() sdk.Info {
 func (t *Tunnel) Schema() sdk.Schema {
 	return sdk.Schema{Attributes: []sdk.Attribute{
 		{Name: "keepalive_interval", Type: sdk.TypeDuration, Default: "1s",
-			Description: "A link from which nothing has arrived for this long is pinged by the end that accepted it; the other end's QUIC acknowledges."},
+			Description: "A link from which nothing has arrived for this long is pinged by the end that accepted it, and by the end that dialled it if the other's ping is late; the peer's QUIC acknowledges."},
 		{Name: "keepalive_timeout", Type: sdk.TypeDuration, Default: "3 × keepalive_interval",
 			Description: "A link that has been silent this long is closed as dead."},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: "4194304",

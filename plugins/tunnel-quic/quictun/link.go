@@ -35,8 +35,17 @@ const (
 	opHello    = "hello"    // body: channels the sender listens on, one per line
 	opChannels = "channels" // body: the sender's complete channel set, one per line
 	opGoodbye  = "goodbye"  // the sender is closing: read what it sent, then close the link; body: how many session streams it opened
-	opPing     = "ping"     // keeps an idle link alive: the peer's QUIC acknowledges it, nothing else answers
 )
+
+// pingDatagram is a keepalive ping (see Node.keepalive). It goes as a QUIC
+// datagram, which flow control does not hold back: a ping on a stream would
+// wait behind session data the peer has not read yet, and the peer would
+// take a slow reader of its own for a dead link. The peer's QUIC
+// acknowledges it; nothing else answers, and nothing reads it: its arrival,
+// counted in the connection's stats, is all it says, and QUIC keeps at most
+// 128 unread datagrams per connection, dropping later ones, which costs
+// less than a goroutine per link to read them.
+var pingDatagram = []byte{0}
 
 // maxControlFrame bounds control messages (a hello lists every channel).
 const maxControlFrame = 1 << 20
@@ -62,8 +71,8 @@ type link struct {
 	// whole snapshots from one goroutine means peers always end with the
 	// latest set, however Listen and Close calls interleave.
 	announce chan struct{}
-	// ping asks the announcer to send a keepalive ping (see Node.keepalive).
-	ping chan struct{}
+	// pinging is set while a keepalive ping is being handed to QUIC.
+	pinging atomic.Bool
 
 	rtt     atomic.Int64 // QUIC's smoothed RTT, ns, as of the last keepalive check; 0 until measured
 	minRTT  atomic.Int64 // QUIC's lowest RTT sample, ns; 0 until measured
@@ -224,8 +233,8 @@ func parseChannels(body []byte) (map[string]bool, error) {
 	return set, nil
 }
 
-// announcer sends our channel set whenever it changes, and a keepalive ping
-// when asked; a control write that stalls blocks this link alone.
+// announcer sends our channel set whenever it changes; a control write that
+// stalls blocks this link alone.
 func (l *link) announcer() {
 	for {
 		select {
@@ -236,20 +245,27 @@ func (l *link) announcer() {
 			if err := l.sendControl(opChannels, body); err != nil {
 				l.node.log.Debug("channel announcement failed", "link", l.String(), "error", err)
 			}
-		case <-l.ping:
-			if err := l.sendControl(opPing, nil); err != nil {
-				l.node.log.Debug("keepalive ping failed", "link", l.String(), "error", err)
-			}
 		}
 	}
 }
 
-// requestPing asks the announcer for a ping unless one is already pending.
-func (l *link) requestPing() {
-	select {
-	case l.ping <- struct{}{}:
-	default:
+// ping sends a keepalive ping unless the last one is still being handed
+// over. QUIC queues a datagram until the connection may send, and makes the
+// sender wait while 32 are queued; a goroutine of its own keeps that wait,
+// on a dead or congested link, from holding up the keepalive checks of the
+// other links.
+func (l *link) ping() {
+	if !l.pinging.CompareAndSwap(false, true) {
+		return
 	}
+	l.node.wg.Add(1) // the caller, the keepalive goroutine, holds the node open
+	go func() {
+		defer l.node.wg.Done()
+		defer l.pinging.Store(false)
+		if err := l.conn.SendDatagram(pingDatagram); err != nil && l.ctx.Err() == nil {
+			l.node.log.Debug("keepalive ping failed", "link", l.String(), "error", err)
+		}
+	}()
 }
 
 // readControl handles the peer's control messages until the link closes.
@@ -280,7 +296,6 @@ func (l *link) readControl() {
 				opened = 0 // a peer that does not count: wait for the readers only
 			}
 			l.node.peerLeaving(l, opened)
-		case opPing: // its arrival is all it says
 		default:
 			// Unknown operations come from newer peers; ignoring them keeps
 			// the protocol extensible.

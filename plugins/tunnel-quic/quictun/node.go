@@ -161,6 +161,7 @@ type Node struct {
 
 	mu         sync.Mutex
 	links      map[string]*link // live links by peer node id
+	leaving    map[*link]bool   // links whose peer said goodbye, until they close
 	listeners  map[string]*Listener
 	connectors map[string]*connector       // by address
 	multis     map[*multiSession]struct{}  // outbound multicast sessions still writing
@@ -188,6 +189,7 @@ func Start(cfg Config) (*Node, error) {
 		clock:      time.Now(),
 		udp:        udp,
 		links:      map[string]*link{},
+		leaving:    map[*link]bool{},
 		listeners:  map[string]*Listener{},
 		connectors: map[string]*connector{},
 		multis:     map[*multiSession]struct{}{},
@@ -250,9 +252,10 @@ func (n *Node) SetIdentity(id *pki.Node) error {
 func (n *Node) quicConfig() *quic.Config {
 	return &quic.Config{
 		HandshakeIdleTimeout: n.cfg.DialTimeout,
-		// Node.keepalive sends the keepalive pings and detects dead links;
-		// QUIC's idle timeout is a backstop.
+		// Node.keepalive sends the keepalive pings, as datagrams, and
+		// detects dead links; QUIC's idle timeout is a backstop.
 		MaxIdleTimeout:             2 * n.cfg.KeepaliveTimeout,
+		EnableDatagrams:            true,
 		MaxIncomingStreams:         1 << 16,
 		MaxIncomingUniStreams:      1,
 		InitialStreamReceiveWindow: 1 << 20,
@@ -395,7 +398,7 @@ func (n *Node) setupLink(ctx context.Context, conn *quic.Conn, outbound bool) (*
 	n.nextID++
 	lid := "L" + strconv.FormatUint(n.nextID, 10)
 	n.mu.Unlock()
-	l := &link{node: n, id: lid, peer: peer, conn: conn, outbound: outbound, announce: make(chan struct{}, 1), ping: make(chan struct{}, 1)}
+	l := &link{node: n, id: lid, peer: peer, conn: conn, outbound: outbound, announce: make(chan struct{}, 1)}
 	if outbound {
 		l.dialStamp = time.Now().UnixNano()
 	}
@@ -493,17 +496,22 @@ const keepaliveChecks = 6
 // pings idle links, and refreshes every link's RTT.
 //
 // The end that accepted a link pings it: at a check that finds it has
-// heard nothing for about an interval, it sends a ping on the control
-// stream, which the dialling end's QUIC acknowledges. An idle link costs
-// one ping and one ACK per interval, and a link carrying traffic nothing
-// extra; any packet from the peer is a sign of life, so a link saturated
-// with session data is not mistaken for a dead one. Pinging from one end,
-// at this goroutine's checks, sends a node's pings together: a hub that
-// many nodes dial wakes once for all its links' pings instead of once per
-// link, at times set by each link's own timer (G14-cpu in bench/README.md:
-// 2.5% of a core for a node with 50 links, then 1%). The dialling end
-// still closes a link whose pings stop, as the accepting end closes one
-// whose ACKs stop.
+// heard nothing for about an interval, it sends a ping (a QUIC datagram,
+// see pingDatagram), which the dialling end's QUIC acknowledges. An idle
+// link costs one ping and one ACK per interval, and a link carrying traffic
+// nothing extra; any packet from the peer is a sign of life, so a link
+// saturated with session data is not mistaken for a dead one. Pinging from
+// one end, at this goroutine's checks, sends a node's pings together: a hub
+// that many nodes dial wakes once for all its links' pings instead of once
+// per link, at times set by each link's own timer (G14-cpu in
+// bench/README.md: 2.5% of a core for a node with 50 links, then 1%).
+//
+// The dialling end pings too, but only when the peer's ping is a check
+// late: when the peer's keepalive_interval is longer than ours, or a ping
+// was lost. It does so early enough to hear the ACK before its own timeout,
+// so each end keeps its own view of the link alive whatever the other's
+// settings. Links whose peer said goodbye are checked and pinged until
+// they close: the peer is waiting for us to read what it sent.
 //
 // One goroutine checks every link keepaliveChecks times per timeout, and at
 // least twice per interval, so an idle node wakes a few times a second
@@ -515,8 +523,10 @@ const keepaliveChecks = 6
 // timeout.
 func (n *Node) keepalive() {
 	defer n.wg.Done()
-	timeout := n.cfg.KeepaliveTimeout
-	period := max(min(timeout/keepaliveChecks, n.cfg.KeepaliveInterval/2), time.Millisecond)
+	timeout, interval := n.cfg.KeepaliveTimeout, n.cfg.KeepaliveInterval
+	period := max(min(timeout/keepaliveChecks, interval/2), time.Millisecond)
+	acceptorPingAfter := interval - period
+	diallerPingAfter := min(interval+period, timeout-2*period)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -526,7 +536,7 @@ func (n *Node) keepalive() {
 		case <-tick.C:
 		}
 		now := n.now()
-		for _, l := range n.upLinks() {
+		for _, l := range n.checkedLinks() {
 			st := l.conn.ConnectionStats()
 			l.sampleRTT(st)
 			if st.PacketsReceived != l.packetsSeen {
@@ -534,13 +544,17 @@ func (n *Node) keepalive() {
 				continue
 			}
 			silent := time.Duration(now - l.heardAt)
+			pingAfter := acceptorPingAfter
+			if l.outbound {
+				pingAfter = diallerPingAfter
+			}
 			switch {
 			case silent >= timeout-period:
 				l.errs.Add(1)
 				n.log.Warn("link dead: keepalive timeout", "link", l.String(), "silent", silent.String(), "timeout", timeout.String())
 				l.close(codeKeepalive, fmt.Errorf("%w: nothing heard for %s", ErrKeepaliveTimeout, silent))
-			case !l.outbound && silent >= n.cfg.KeepaliveInterval-period:
-				l.requestPing()
+			case silent >= pingAfter:
+				l.ping()
 			}
 		}
 	}
@@ -557,6 +571,7 @@ func (n *Node) watchLink(l *link) {
 	if n.links[l.peer] == l {
 		delete(n.links, l.peer)
 	}
+	delete(n.leaving, l)
 	l.mu.Lock()
 	l.up = false
 	l.mu.Unlock()
@@ -606,6 +621,21 @@ func (n *Node) upLinks() []*link {
 	}
 	slices.SortFunc(out, func(a, b *link) int { return compareStrings(a.peer, b.peer) })
 	return out
+}
+
+// checkedLinks returns the links the keepalive checks: the live ones and
+// those whose peer is leaving.
+func (n *Node) checkedLinks() []*link {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := make([]*link, 0, len(n.links)+len(n.leaving))
+	for l := range n.leaving {
+		out = append(out, l)
+	}
+	for _, l := range n.links {
+		out = append(out, l)
+	}
+	return slices.DeleteFunc(out, func(l *link) bool { return l.ctx.Err() != nil })
 }
 
 func compareStrings(a, b string) int {
@@ -744,6 +774,9 @@ func (n *Node) peerLeaving(l *link, opened int64) {
 	n.mu.Lock()
 	if n.links[l.peer] == l {
 		delete(n.links, l.peer)
+	}
+	if l.ctx.Err() == nil {
+		n.leaving[l] = true // watchLink forgets it
 	}
 	n.mu.Unlock()
 	l.mu.Lock()

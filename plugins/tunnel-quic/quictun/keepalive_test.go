@@ -1,0 +1,113 @@
+package quictun
+
+import (
+	"context"
+	"io"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestDrainOutlivesTheKeepaliveWhenTheDiallerLeaves closes the node that
+// dialled a link while its peer is slow to read: the peer, which pings the
+// link, must go on pinging it after the goodbye, or the leaving node's
+// keepalive closes the link and the unread messages are lost.
+func TestDrainOutlivesTheKeepaliveWhenTheDiallerLeaves(t *testing.T) {
+	ca := newTestCA(t)
+	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0")
+	b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0")
+	connect(t, a, b) // a dialled: b is the end that pings
+	ls, err := b.Listen("x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitListening(t, a, "b", "x")
+	out, err := a.Dial(ctxT(t), "x", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const count = 50
+	body := strings.Repeat("x", 1000)
+	for range count {
+		send(t, out, body)
+	}
+	in := accept(t, ls)
+	closed := make(chan struct{})
+	go func() { _ = a.Close(); close(closed) }()
+	// b's reader is busy for several keepalive timeouts (300 ms), well
+	// within the drain timeout (2 s).
+	time.Sleep(time.Second)
+	for i := range count {
+		if _, err := in.Recv(ctxT(t)); err != nil {
+			t.Fatalf("message %d of %d lost although read within the drain timeout: %v", i, count, err)
+		}
+	}
+	if _, err := in.Recv(ctxT(t)); err != io.EOF {
+		t.Fatalf("after the last message: want io.EOF, got %v", err)
+	}
+	<-closed
+	if strings.Contains(a.logs.String(), "keepalive timeout") {
+		t.Fatalf("the leaving node closed the link for silence:\n%s", a.logs.String())
+	}
+}
+
+// TestKeepaliveIntervalsMayDiffer has a node with the default interval dial
+// one that pings three times less often, as a hub tuned for CPU would: the
+// dialling node must ping the link itself rather than take it for dead.
+func TestKeepaliveIntervalsMayDiffer(t *testing.T) {
+	ca := newTestCA(t)
+	leaf := startNode(t, ca.identity(t, "leaf"), "127.0.0.1:0")
+	hub := startNode(t, ca.identity(t, "hub"), "127.0.0.1:0", func(c *Config) { c.KeepaliveInterval = 3 * testInterval })
+	connect(t, leaf, hub)
+	before := linkTo(leaf.Node, "hub")
+	time.Sleep(30 * testInterval) // ten of the leaf's timeouts
+	after := linkTo(leaf.Node, "hub")
+	if logs := leaf.logs.String() + hub.logs.String(); after == nil || after.ID != before.ID || strings.Contains(logs, "keepalive timeout") {
+		t.Fatalf("an idle link between nodes with different keepalive intervals did not stay up:\n%s", logs)
+	}
+}
+
+// TestStalledReaderDoesNotLookDead fills the connection's flow-control
+// window towards a node whose reader has paused: the sender's keepalive
+// pings must still reach it, or it closes a healthy link for silence.
+func TestStalledReaderDoesNotLookDead(t *testing.T) {
+	ca := newTestCA(t)
+	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0")
+	b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0")
+	connect(t, a, b) // a dialled: b pings, while sending a more than a window
+	ls, err := a.Listen("bulk")
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitListening(t, b, "a", "bulk")
+	out, err := b.Dial(ctxT(t), "bulk", DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := accept(t, ls)
+	const count = 64
+	body := []byte(strings.Repeat("z", 32<<10)) // 2 MiB in all
+	sent := make(chan error, 1)
+	go func() {
+		for range count {
+			if err := out.Send(ctxT(t), &Message{Body: body}); err != nil {
+				sent <- err
+				return
+			}
+		}
+		sent <- nil
+	}()
+	time.Sleep(15 * testInterval) // a's reader pauses for five keepalive timeouts
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	for i := range count {
+		if _, err := in.Recv(ctx); err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	_ = out.Close()
+	_ = in.Close()
+}
