@@ -58,7 +58,7 @@ func (t *Tunnel) Schema() sdk.Schema {
 		{Name: "keepalive_interval", Type: sdk.TypeDuration, Default: "1s",
 			Description: "A link from which nothing has arrived for this long is pinged by the end that accepted it, and by the end that dialled it if the other's ping is late; the peer's QUIC acknowledges."},
 		{Name: "keepalive_timeout", Type: sdk.TypeDuration, Default: "3 × keepalive_interval",
-			Description: "A link that has been silent this long is closed as dead."},
+			Description: "A link that has been silent this long is closed as dead. A third of it, and keepalive_interval, must exceed a round trip plus 25 ms."},
 		{Name: "max_message_size", Type: sdk.TypeNumber, Default: "4194304",
 			Description: "Largest message (headers and body, in bytes) a session sends or accepts."},
 		{Name: "queue_size", Type: sdk.TypeNumber, Default: "256",

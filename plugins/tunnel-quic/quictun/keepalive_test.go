@@ -51,19 +51,40 @@ func TestDrainOutlivesTheKeepaliveWhenTheDiallerLeaves(t *testing.T) {
 	}
 }
 
-// TestKeepaliveIntervalsMayDiffer has a node with the default interval dial
-// one that pings three times less often, as a hub tuned for CPU would: the
-// dialling node must ping the link itself rather than take it for dead.
-func TestKeepaliveIntervalsMayDiffer(t *testing.T) {
-	ca := newTestCA(t)
-	leaf := startNode(t, ca.identity(t, "leaf"), "127.0.0.1:0")
-	hub := startNode(t, ca.identity(t, "hub"), "127.0.0.1:0", func(c *Config) { c.KeepaliveInterval = 3 * testInterval })
-	connect(t, leaf, hub)
-	before := linkTo(leaf.Node, "hub")
-	time.Sleep(30 * testInterval) // ten of the leaf's timeouts
-	after := linkTo(leaf.Node, "hub")
-	if logs := leaf.logs.String() + hub.logs.String(); after == nil || after.ID != before.ID || strings.Contains(logs, "keepalive timeout") {
-		t.Fatalf("an idle link between nodes with different keepalive intervals did not stay up:\n%s", logs)
+// TestKeepaliveSettingsMayDiffer leaves idle links between nodes whose
+// keepalive settings differ: a node dialling a hub that pings less often,
+// as one tuned for CPU would, must ping the link itself rather than take it
+// for dead, and a timeout barely above the interval must still leave room
+// for a ping and its ACK.
+func TestKeepaliveSettingsMayDiffer(t *testing.T) {
+	keepalive := func(interval, timeout time.Duration) func(*Config) {
+		return func(c *Config) { c.KeepaliveInterval, c.KeepaliveTimeout = interval, timeout }
+	}
+	ms := time.Millisecond
+	for _, tc := range []struct {
+		name              string
+		dialler, acceptor func(*Config)
+	}{
+		{"hub pings three times less often", keepalive(100*ms, 300*ms), keepalive(300*ms, 900*ms)},
+		{"hub at the defaults, dialler ten times faster", keepalive(100*ms, 300*ms), keepalive(time.Second, 3*time.Second)},
+		{"dialler timeout twice its interval", keepalive(150*ms, 300*ms), keepalive(300*ms, 900*ms)},
+		{"dialler timeout just above its interval", keepalive(300*ms, 360*ms), keepalive(time.Second, 3*time.Second)},
+		{"acceptor timeout just above its interval", keepalive(time.Second, 3*time.Second), keepalive(300*ms, 360*ms)},
+		{"dialler slower", keepalive(300*ms, 900*ms), keepalive(100*ms, 300*ms)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ca := newTestCA(t)
+			dialler := startNode(t, ca.identity(t, "dialler"), "127.0.0.1:0", tc.dialler)
+			acceptor := startNode(t, ca.identity(t, "acceptor"), "127.0.0.1:0", tc.acceptor)
+			connect(t, dialler, acceptor)
+			before := linkTo(dialler.Node, "acceptor")
+			time.Sleep(4 * time.Second) // many of the shorter timeouts
+			after := linkTo(dialler.Node, "acceptor")
+			if logs := dialler.logs.String() + acceptor.logs.String(); after == nil || after.ID != before.ID || strings.Contains(logs, "keepalive timeout") {
+				t.Fatalf("an idle link did not stay up:\n%s", logs)
+			}
+		})
 	}
 }
 

@@ -71,6 +71,10 @@ type link struct {
 	// whole snapshots from one goroutine means peers always end with the
 	// latest set, however Listen and Close calls interleave.
 	announce chan struct{}
+	// pingable says the peer takes QUIC datagrams. Builds before datagram
+	// pings do not, and ping with QUIC's own keep-alive instead, which keeps
+	// the link alive for both ends.
+	pingable bool
 	// pinging is set while a keepalive ping is being handed to QUIC.
 	pinging atomic.Bool
 
@@ -255,7 +259,7 @@ func (l *link) announcer() {
 // on a dead or congested link, from holding up the keepalive checks of the
 // other links.
 func (l *link) ping() {
-	if !l.pinging.CompareAndSwap(false, true) {
+	if !l.pingable || !l.pinging.CompareAndSwap(false, true) {
 		return
 	}
 	l.node.wg.Add(1) // the caller, the keepalive goroutine, holds the node open

@@ -398,7 +398,8 @@ func (n *Node) setupLink(ctx context.Context, conn *quic.Conn, outbound bool) (*
 	n.nextID++
 	lid := "L" + strconv.FormatUint(n.nextID, 10)
 	n.mu.Unlock()
-	l := &link{node: n, id: lid, peer: peer, conn: conn, outbound: outbound, announce: make(chan struct{}, 1)}
+	l := &link{node: n, id: lid, peer: peer, conn: conn, outbound: outbound, announce: make(chan struct{}, 1),
+		pingable: conn.ConnectionState().SupportsDatagrams.Remote}
 	if outbound {
 		l.dialStamp = time.Now().UnixNano()
 	}
@@ -506,12 +507,11 @@ const keepaliveChecks = 6
 // per link, at times set by each link's own timer (G14-cpu in
 // bench/README.md: 2.5% of a core for a node with 50 links, then 1%).
 //
-// The dialling end pings too, but only when the peer's ping is a check
-// late: when the peer's keepalive_interval is longer than ours, or a ping
-// was lost. It does so early enough to hear the ACK before its own timeout,
-// so each end keeps its own view of the link alive whatever the other's
-// settings. Links whose peer said goodbye are checked and pinged until
-// they close: the peer is waiting for us to read what it sent.
+// The dialling end pings too, but only when the peer's ping is half a
+// check late: when the peer's keepalive_interval is longer than ours, or a
+// ping was lost. So each end keeps its own view of the link alive whatever
+// the other's settings. Links whose peer said goodbye are checked and
+// pinged until they close: the peer is waiting for us to read what it sent.
 //
 // One goroutine checks every link keepaliveChecks times per timeout, and at
 // least twice per interval, so an idle node wakes a few times a second
@@ -521,12 +521,23 @@ const keepaliveChecks = 6
 // link is closed within the timeout of its last packet, and a live one only
 // if it was silent for at least (keepaliveChecks-1)/keepaliveChecks of the
 // timeout.
+//
+// Silence is measured between checks, so it comes in whole periods give or
+// take the timers' jitter; the ping thresholds sit half a period off them,
+// or jitter would move a ping by a whole check. The accepting end's pings
+// then go about one interval apart (a ping's ACK is credited a check after
+// it), and every ping goes at the latest three and a half periods before
+// the timeout, two and a half before the close: its ACK, which QUIC may
+// hold back for 25 ms, has two checks to arrive. A link therefore needs a
+// round trip plus 25 ms below two periods, the lesser of the interval and
+// a third of the timeout.
 func (n *Node) keepalive() {
 	defer n.wg.Done()
 	timeout, interval := n.cfg.KeepaliveTimeout, n.cfg.KeepaliveInterval
 	period := max(min(timeout/keepaliveChecks, interval/2), time.Millisecond)
-	acceptorPingAfter := interval - period
-	diallerPingAfter := min(interval+period, timeout-2*period)
+	latestPing := timeout - 3*period - period/2
+	acceptorPingAfter := min(interval-period-period/2, latestPing)
+	diallerPingAfter := min(interval+period/2, latestPing)
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
