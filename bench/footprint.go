@@ -22,9 +22,19 @@ import (
 // largest CPU share of one of them during it.
 const (
 	footprintPeers  = 50
-	footprintSettle = 10 * time.Second // after the last link, before measuring
 	footprintWindow = 4 * time.Second
 	clockTicks      = 100 // USER_HZ: /proc/PID/stat times are in 1/100 s on Linux
+)
+
+// The node counts as idle once its largest RSS has grown less than
+// footprintLevel MB over footprintSettle: for about a minute after the
+// links come up the heaps grow towards their GC targets, in steps as far
+// apart as the GCs of an idle process, and G14 is about the idle node, not
+// its start-up.
+const (
+	footprintSettle    = 20 * time.Second
+	footprintSettleMax = 2 * time.Minute
+	footprintLevel     = 0.25
 )
 
 type hub struct {
@@ -75,28 +85,79 @@ var hubFixture = newShared(func(ctx context.Context) (*hub, func(), error) {
 		nw.close()
 		return nil, nil, err
 	}
-	if err := pollAll(ctx, []*procNode{n}, 60*time.Second, fmt.Sprintf("the node to have %d links up", footprintPeers), func(ctx context.Context, n *procNode) bool {
-		links, err := n.admin.Links(ctx)
-		up := 0
-		for _, l := range links {
-			if l.State == sdk.LinkUp {
-				up++
-			}
-		}
-		return err == nil && up >= footprintPeers
-	}); err != nil {
+	if err := awaitLinks(ctx, n, footprintPeers, 90*time.Second); err != nil {
 		nw.close()
 		return nil, nil, err
 	}
-	fmt.Printf("  %d links up; letting the node settle for %v\n", footprintPeers, footprintSettle)
-	select {
-	case <-time.After(footprintSettle):
-	case <-ctx.Done():
+	fmt.Printf("  %d links up; waiting until the node's RSS levels off\n", footprintPeers)
+	if err := settle(ctx, n); err != nil {
 		nw.close()
-		return nil, nil, ctx.Err()
+		return nil, nil, err
 	}
 	return &hub{node: n, by: map[int]window{}}, nw.close, nil
 })
+
+// awaitLinks waits until n has want links up. It asks four times a second:
+// asking more often would load the machine that 150 processes are
+// starting on.
+func awaitLinks(ctx context.Context, n *procNode, want int, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	up := 0
+	for {
+		links, err := n.admin.Links(ctx)
+		if err == nil {
+			up = 0
+			for _, l := range links {
+				if l.State == sdk.LinkUp {
+					up++
+				}
+			}
+			if up >= want {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%d of %d links up after %v: %w; the node's log ends:\n%s", up, want, timeout, ctx.Err(), n.logTail())
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+// settle waits until the largest RSS of n's processes has levelled off, or
+// for footprintSettleMax, and says which.
+func settle(ctx context.Context, n *procNode) error {
+	const every = time.Second
+	start := time.Now()
+	var history []float64 // largest RSS, one sample per second
+	for {
+		select {
+		case <-time.After(every):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		largest := 0.0
+		for _, pid := range append([]int{n.pid()}, children(n.pid())...) {
+			rss, err := rssMB(pid)
+			if err != nil {
+				return err
+			}
+			largest = max(largest, rss)
+		}
+		history = append(history, largest)
+		back := int(footprintSettle / every)
+		took := time.Since(start).Round(time.Second)
+		switch {
+		case len(history) > back && largest-history[len(history)-1-back] < footprintLevel:
+			fmt.Printf("  level after %v at %.2f MB\n", took, largest)
+			return nil
+		case took >= footprintSettleMax:
+			fmt.Printf("  still growing after %v (%.2f MB); measuring anyway\n", took, largest)
+			return nil
+		}
+	}
+}
 
 // window returns idle window i, measuring it the first time it is asked.
 func (h *hub) window(ctx context.Context, i int) (window, error) {
