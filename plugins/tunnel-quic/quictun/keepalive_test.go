@@ -2,6 +2,7 @@ package quictun
 
 import (
 	"context"
+	"errors"
 	"io"
 	"strings"
 	"testing"
@@ -131,4 +132,40 @@ func TestStalledReaderDoesNotLookDead(t *testing.T) {
 	}
 	_ = out.Close()
 	_ = in.Close()
+}
+
+// TestDeadLinkClosedWithinTheTimeout makes the dialler vanish just after
+// the accepting end received a packet, and times how long that end takes
+// to close the link: never longer than keepalive_timeout, also when the
+// timeout is not a whole number of check periods. Where the packet falls
+// between two checks is chance, so it tries three links.
+func TestDeadLinkClosedWithinTheTimeout(t *testing.T) {
+	const interval, timeout = 100 * time.Millisecond, 320 * time.Millisecond
+	settings := func(c *Config) { c.KeepaliveInterval, c.KeepaliveTimeout = interval, timeout }
+	ca := newTestCA(t)
+	for range 3 {
+		a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0", settings)
+		b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0", settings)
+		connect(t, a, b)
+		b.mu.Lock()
+		l := b.links["a"]
+		b.mu.Unlock()
+		time.Sleep(3 * timeout) // idle: only keepalive packets from here on
+
+		seen := l.conn.ConnectionStats().PacketsReceived
+		for l.conn.ConnectionStats().PacketsReceived == seen {
+			time.Sleep(100 * time.Microsecond)
+		}
+		lastHeard := time.Now()
+		_ = a.udp.Close() // the dialler vanishes without a word
+		<-l.ctx.Done()
+		if took := time.Since(lastHeard); took > timeout {
+			t.Fatalf("a dead link was closed %v after its last packet; keepalive_timeout is %v", took, timeout)
+		}
+		if !errors.Is(context.Cause(l.ctx), ErrKeepaliveTimeout) {
+			t.Fatalf("closed by %v, not by the keepalive", context.Cause(l.ctx))
+		}
+		_ = a.Close()
+		_ = b.Close()
+	}
 }

@@ -71,9 +71,9 @@ type link struct {
 	// whole snapshots from one goroutine means peers always end with the
 	// latest set, however Listen and Close calls interleave.
 	announce chan struct{}
-	// pingable says the peer takes QUIC datagrams. Builds before datagram
-	// pings do not, and ping with QUIC's own keep-alive instead, which keeps
-	// the link alive for both ends.
+	// pingable says the peer takes QUIC datagrams. Peers that predate
+	// datagram pings take none; those that ping with QUIC's own keep-alive
+	// keep the link alive for both ends.
 	pingable bool
 	// pinging is set while a keepalive ping is being handed to QUIC.
 	pinging atomic.Bool

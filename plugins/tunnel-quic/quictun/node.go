@@ -516,26 +516,28 @@ const keepaliveChecks = 6
 // One goroutine checks every link keepaliveChecks times per timeout, and at
 // least twice per interval, so an idle node wakes a few times a second
 // however many links it has. A check that sees new packets credits them to
-// itself, at most one check period late; a link is closed at the first
-// check that finds it silent for the timeout less one period. So a dead
-// link is closed within the timeout of its last packet, and a live one only
-// if it was silent for at least (keepaliveChecks-1)/keepaliveChecks of the
-// timeout.
+// itself, so the silence it measures is whole check periods, give or take
+// the timers' jitter, and up to one period less than the real one. Every
+// threshold therefore sits half a period off that grid, or jitter would
+// move what it triggers by a whole check. A link is closed at the last
+// check on the grid that is a period short of the timeout: a dead link
+// within the timeout of its last packet, and a live one only if it was
+// silent for at least the timeout less two periods (less one with the
+// default settings, where the timeout is six periods).
 //
-// Silence is measured between checks, so it comes in whole periods give or
-// take the timers' jitter; the ping thresholds sit half a period off them,
-// or jitter would move a ping by a whole check. The accepting end's pings
-// then go about one interval apart (a ping's ACK is credited a check after
-// it), and every ping goes at the latest three and a half periods before
-// the timeout, two and a half before the close: its ACK, which QUIC may
-// hold back for 25 ms, has two checks to arrive. A link therefore needs a
-// round trip plus 25 ms below two periods, the lesser of the interval and
-// a third of the timeout.
+// The accepting end's pings go about one interval apart when their ACKs
+// come within a check, and every ping at the latest two checks before the
+// close: its ACK, which QUIC may hold back for 25 ms, has two checks to
+// arrive. A link therefore needs a round trip plus 25 ms below two periods,
+// the lesser of the interval and a third of the timeout. With a timeout
+// below about 1.7 intervals both ends ping at that latest check.
 func (n *Node) keepalive() {
 	defer n.wg.Done()
 	timeout, interval := n.cfg.KeepaliveTimeout, n.cfg.KeepaliveInterval
 	period := max(min(timeout/keepaliveChecks, interval/2), time.Millisecond)
-	latestPing := timeout - 3*period - period/2
+	closeCheck := time.Duration(timeout/period-1) * period
+	closeAfter := closeCheck - period/2
+	latestPing := closeCheck - 2*period - period/2
 	acceptorPingAfter := min(interval-period-period/2, latestPing)
 	diallerPingAfter := min(interval+period/2, latestPing)
 	tick := time.NewTicker(period)
@@ -560,7 +562,7 @@ func (n *Node) keepalive() {
 				pingAfter = diallerPingAfter
 			}
 			switch {
-			case silent >= timeout-period:
+			case silent >= closeAfter:
 				l.errs.Add(1)
 				n.log.Warn("link dead: keepalive timeout", "link", l.String(), "silent", silent.String(), "timeout", timeout.String())
 				l.close(codeKeepalive, fmt.Errorf("%w: nothing heard for %s", ErrKeepaliveTimeout, silent))
