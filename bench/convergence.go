@@ -147,7 +147,7 @@ var ringFixture = newShared(func(ctx context.Context) (*procRing, func(), error)
 	}
 	// Every node knows every other (all are within the 3 hops a node's
 	// graph holds) before any route is measured.
-	if err := pollAll(ctx, r.nodes, 60*time.Second, "every node to know all 10", func(ctx context.Context, n *procNode) bool {
+	if err := pollAll(ctx, r.nodes, 60*time.Second, roundGap, "every node to know all 10", func(ctx context.Context, n *procNode) bool {
 		known, err := n.admin.Nodes(ctx)
 		return err == nil && len(known) >= ringSize
 	}); err != nil {
@@ -208,8 +208,13 @@ func (r *procRing) settleCosts(ctx context.Context) error {
 	return nil
 }
 
-// pollAll polls cond on every node until it holds for all of them.
-func pollAll(ctx context.Context, nodes []*procNode, timeout time.Duration, what string, cond func(context.Context, *procNode) bool) error {
+// roundGap separates the rounds in which G9-proc polls every node: short,
+// so that a convergence time is measured to a few milliseconds.
+const roundGap = 5 * time.Millisecond
+
+// pollAll polls cond on every node, in rounds every apart, until it holds
+// for all of them.
+func pollAll(ctx context.Context, nodes []*procNode, timeout, every time.Duration, what string, cond func(context.Context, *procNode) bool) error {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	pending := append([]*procNode(nil), nodes...)
@@ -226,7 +231,7 @@ func pollAll(ctx context.Context, nodes []*procNode, timeout time.Duration, what
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("waiting for %s: %d nodes still not, first %s: %w", what, len(pending), pending[0].spec.ID, ctx.Err())
-		case <-time.After(5 * time.Millisecond):
+		case <-time.After(every):
 		}
 	}
 	return nil
@@ -297,7 +302,7 @@ func (r *procRing) change(ctx context.Context, i int) (ringChange, error) {
 	if err := origin.admin.Register(ctx, svc, 0); err != nil {
 		return c, err
 	}
-	if err := pollAll(ctx, r.nodes, 30*time.Second, svc.Name+" everywhere", func(ctx context.Context, n *procNode) bool {
+	if err := pollAll(ctx, r.nodes, 30*time.Second, roundGap, svc.Name+" everywhere", func(ctx context.Context, n *procNode) bool {
 		ok, _ := r.hasRoute(ctx, n, svc.Name)
 		return ok
 	}); err != nil {
@@ -312,7 +317,7 @@ func (r *procRing) change(ctx context.Context, i int) (ringChange, error) {
 	if err := origin.admin.Deregister(ctx, svc.Name, svc.Address); err != nil {
 		return c, err
 	}
-	if err := pollAll(ctx, r.nodes, 30*time.Second, svc.Name+" gone everywhere", func(ctx context.Context, n *procNode) bool {
+	if err := pollAll(ctx, r.nodes, 30*time.Second, roundGap, svc.Name+" gone everywhere", func(ctx context.Context, n *procNode) bool {
 		ok, err := r.hasRoute(ctx, n, svc.Name)
 		return err == nil && !ok
 	}); err != nil {

@@ -85,9 +85,24 @@ var hubFixture = newShared(func(ctx context.Context) (*hub, func(), error) {
 		nw.close()
 		return nil, nil, err
 	}
-	if err := awaitLinks(ctx, n, footprintPeers, 90*time.Second); err != nil {
+	// Four times a second: asking more often would load the machine that
+	// 150 processes are starting on.
+	up := 0
+	if err := pollAll(ctx, []*procNode{n}, 90*time.Second, 250*time.Millisecond, fmt.Sprintf("the node to have %d links up", footprintPeers), func(ctx context.Context, n *procNode) bool {
+		links, err := n.admin.Links(ctx)
+		if err != nil {
+			return false
+		}
+		up = 0
+		for _, l := range links {
+			if l.State == sdk.LinkUp {
+				up++
+			}
+		}
+		return up >= footprintPeers
+	}); err != nil {
 		nw.close()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("%w (%d up); the node's log ends:\n%s", err, up, n.logTail())
 	}
 	fmt.Printf("  %d links up; waiting until the node's RSS levels off\n", footprintPeers)
 	if err := settle(ctx, n); err != nil {
@@ -96,34 +111,6 @@ var hubFixture = newShared(func(ctx context.Context) (*hub, func(), error) {
 	}
 	return &hub{node: n, by: map[int]window{}}, nw.close, nil
 })
-
-// awaitLinks waits until n has want links up. It asks four times a second:
-// asking more often would load the machine that 150 processes are
-// starting on.
-func awaitLinks(ctx context.Context, n *procNode, want int, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	up := 0
-	for {
-		links, err := n.admin.Links(ctx)
-		if err == nil {
-			up = 0
-			for _, l := range links {
-				if l.State == sdk.LinkUp {
-					up++
-				}
-			}
-			if up >= want {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%d of %d links up after %v: %w; the node's log ends:\n%s", up, want, timeout, ctx.Err(), n.logTail())
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
-}
 
 // settle waits until the largest RSS of n's processes has levelled off, or
 // for footprintSettleMax, and says which.
@@ -138,7 +125,7 @@ func settle(ctx context.Context, n *procNode) error {
 			return ctx.Err()
 		}
 		largest := 0.0
-		for _, pid := range append([]int{n.pid()}, children(n.pid())...) {
+		for _, pid := range n.processes() {
 			rss, err := rssMB(pid)
 			if err != nil {
 				return err
@@ -166,7 +153,7 @@ func (h *hub) window(ctx context.Context, i int) (window, error) {
 	if w, ok := h.by[i]; ok {
 		return w, nil
 	}
-	pids := append([]int{h.node.pid()}, children(h.node.pid())...)
+	pids := h.node.processes()
 	if len(pids) < 4 {
 		return window{}, fmt.Errorf("the node has %d processes, want its host and 3 plugins", len(pids))
 	}

@@ -254,6 +254,9 @@ func (nw *network) startAll(ctx context.Context, specs []nodeSpec) ([]*procNode,
 
 func (n *procNode) pid() int { return n.cmd.Process.Pid }
 
+// processes returns the node's host process and its plugins.
+func (n *procNode) processes() []int { return append([]int{n.pid()}, children(n.pid())...) }
+
 func (n *procNode) logTail() string {
 	b, _ := os.ReadFile(filepath.Join(n.dir, "node.log"))
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")

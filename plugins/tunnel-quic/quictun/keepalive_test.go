@@ -2,12 +2,28 @@ package quictun
 
 import (
 	"context"
-	"errors"
+	"fmt"
 	"io"
 	"strings"
 	"testing"
 	"time"
 )
+
+// dialListener has listener listen on channel and dialler dial it once the
+// listener's node has announced it.
+func dialListener(t *testing.T, dialler, listener *testNode, channel string) (*Listener, Session) {
+	t.Helper()
+	ls, err := listener.Listen(channel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitListening(t, dialler, listener.ID(), channel)
+	s, err := dialler.Dial(ctxT(t), channel, DialOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ls, s
+}
 
 // TestDrainOutlivesTheKeepaliveWhenTheDiallerLeaves closes the node that
 // dialled a link while its peer is slow to read: the peer, which pings the
@@ -18,15 +34,7 @@ func TestDrainOutlivesTheKeepaliveWhenTheDiallerLeaves(t *testing.T) {
 	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0")
 	b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0")
 	connect(t, a, b) // a dialled: b is the end that pings
-	ls, err := b.Listen("x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitListening(t, a, "b", "x")
-	out, err := a.Dial(ctxT(t), "x", DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ls, out := dialListener(t, a, b, "x")
 	const count = 50
 	body := strings.Repeat("x", 1000)
 	for range count {
@@ -97,15 +105,7 @@ func TestStalledReaderDoesNotLookDead(t *testing.T) {
 	a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0")
 	b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0")
 	connect(t, a, b) // a dialled: b pings, while sending a more than a window
-	ls, err := a.Listen("bulk")
-	if err != nil {
-		t.Fatal(err)
-	}
-	waitListening(t, b, "a", "bulk")
-	out, err := b.Dial(ctxT(t), "bulk", DialOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	ls, out := dialListener(t, b, a, "bulk")
 	in := accept(t, ls)
 	const count = 64
 	body := []byte(strings.Repeat("z", 32<<10)) // 2 MiB in all
@@ -134,38 +134,54 @@ func TestStalledReaderDoesNotLookDead(t *testing.T) {
 	_ = in.Close()
 }
 
-// TestDeadLinkClosedWithinTheTimeout makes the dialler vanish just after
-// the accepting end received a packet, and times how long that end takes
-// to close the link: never longer than keepalive_timeout, also when the
-// timeout is not a whole number of check periods. Where the packet falls
-// between two checks is chance, so it tries three links.
-func TestDeadLinkClosedWithinTheTimeout(t *testing.T) {
-	const interval, timeout = 100 * time.Millisecond, 320 * time.Millisecond
-	settings := func(c *Config) { c.KeepaliveInterval, c.KeepaliveTimeout = interval, timeout }
-	ca := newTestCA(t)
-	for range 3 {
-		a := startNode(t, ca.identity(t, "a"), "127.0.0.1:0", settings)
-		b := startNode(t, ca.identity(t, "b"), "127.0.0.1:0", settings)
-		connect(t, a, b)
-		b.mu.Lock()
-		l := b.links["a"]
-		b.mu.Unlock()
-		time.Sleep(3 * timeout) // idle: only keepalive packets from here on
-
-		seen := l.conn.ConnectionStats().PacketsReceived
-		for l.conn.ConnectionStats().PacketsReceived == seen {
-			time.Sleep(100 * time.Microsecond)
+// TestKeepaliveScheduleKeepsItsPromises checks the keepalive's thresholds
+// for many settings, on the grid of checks the keepalive measures silence
+// in: a check credits packets that arrived since the one before it, so a
+// link measured silent for k periods has really been silent for less than
+// k+1 of them.
+func TestKeepaliveScheduleKeepsItsPromises(t *testing.T) {
+	ms := time.Millisecond
+	for _, tc := range []struct{ interval, timeout time.Duration }{
+		{time.Second, 3 * time.Second}, {time.Second, 10 * time.Second}, {3 * time.Second, 9 * time.Second},
+		{100 * ms, 300 * ms}, {100 * ms, 320 * ms}, {100 * ms, 200 * ms}, {100 * ms, 150 * ms},
+		{100 * ms, 110 * ms}, {300 * ms, 360 * ms}, {80 * ms, 81 * ms}, {27 * ms, 81 * ms},
+	} {
+		s := newKeepaliveSchedule(tc.interval, tc.timeout)
+		p := s.period
+		// firstCheck is the check at which a link silent since the grid's
+		// origin first reaches a threshold.
+		firstCheck := func(threshold time.Duration) time.Duration {
+			return max((threshold+p-1)/p, 1) * p
 		}
-		lastHeard := time.Now()
-		_ = a.udp.Close() // the dialler vanishes without a word
-		<-l.ctx.Done()
-		if took := time.Since(lastHeard); took > timeout {
-			t.Fatalf("a dead link was closed %v after its last packet; keepalive_timeout is %v", took, timeout)
+		closeAt := firstCheck(s.closeAfter)
+		name := fmt.Sprintf("interval %v, timeout %v", tc.interval, tc.timeout)
+		for what, threshold := range map[string]time.Duration{
+			"close": s.closeAfter, "accepting end's ping": s.acceptorPingAfter, "dialling end's ping": s.diallerPingAfter,
+		} {
+			if off := threshold % p; off < p/2-p/10 || off > p/2+p/10 {
+				t.Errorf("%s: the %s threshold %v is %v past a check, not half the period %v: jitter would move it a check", name, what, threshold, off, p)
+			}
 		}
-		if !errors.Is(context.Cause(l.ctx), ErrKeepaliveTimeout) {
-			t.Fatalf("closed by %v, not by the keepalive", context.Cause(l.ctx))
+		if closeAt+p > tc.timeout {
+			t.Errorf("%s: a dead link is closed up to %v after its last packet", name, closeAt+p)
 		}
-		_ = a.Close()
-		_ = b.Close()
+		if closeAt < tc.timeout-2*p {
+			t.Errorf("%s: a live link is closed after %v of silence, less than the timeout less two checks", name, closeAt)
+		}
+		for what, threshold := range map[string]time.Duration{"accepting": s.acceptorPingAfter, "dialling": s.diallerPingAfter} {
+			if pingAt := firstCheck(threshold); pingAt > closeAt-2*p {
+				t.Errorf("%s: the %s end pings at %v of silence, less than two checks before the close at %v", name, what, pingAt, closeAt)
+			}
+		}
+		// A ping's ACK is credited a check after it, so the accepting end
+		// pings every firstCheck+period; while its pings come that often,
+		// the dialling end (with the same settings) must not ping too.
+		every := firstCheck(s.acceptorPingAfter) + p
+		if every > tc.interval {
+			t.Errorf("%s: the accepting end pings every %v, less often than the interval", name, every)
+		}
+		if diallerAt := firstCheck(s.diallerPingAfter); tc.timeout >= 2*tc.interval && diallerAt < every {
+			t.Errorf("%s: the dialling end pings after %v of silence although the other's pings come every %v", name, diallerAt, every)
+		}
 	}
 }

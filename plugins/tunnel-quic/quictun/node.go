@@ -507,9 +507,8 @@ const keepaliveChecks = 6
 // per link, at times set by each link's own timer (G14-cpu in
 // bench/README.md: 2.5% of a core for a node with 50 links, then 1%).
 //
-// The dialling end pings too, but only when the peer's ping is half a
-// check late: when the peer's keepalive_interval is longer than ours, or a
-// ping was lost. So each end keeps its own view of the link alive whatever
+// The dialling end pings too, but only when the peer's ping is late: when
+// the peer's keepalive_interval is longer than ours, or a ping was lost. So each end keeps its own view of the link alive whatever
 // the other's settings. Links whose peer said goodbye are checked and
 // pinged until they close: the peer is waiting for us to read what it sent.
 //
@@ -533,14 +532,9 @@ const keepaliveChecks = 6
 // below about 1.7 intervals both ends ping at that latest check.
 func (n *Node) keepalive() {
 	defer n.wg.Done()
-	timeout, interval := n.cfg.KeepaliveTimeout, n.cfg.KeepaliveInterval
-	period := max(min(timeout/keepaliveChecks, interval/2), time.Millisecond)
-	closeCheck := time.Duration(timeout/period-1) * period
-	closeAfter := closeCheck - period/2
-	latestPing := closeCheck - 2*period - period/2
-	acceptorPingAfter := min(interval-period-period/2, latestPing)
-	diallerPingAfter := min(interval+period/2, latestPing)
-	tick := time.NewTicker(period)
+	timeout := n.cfg.KeepaliveTimeout
+	sched := newKeepaliveSchedule(n.cfg.KeepaliveInterval, timeout)
+	tick := time.NewTicker(sched.period)
 	defer tick.Stop()
 	for {
 		select {
@@ -557,12 +551,12 @@ func (n *Node) keepalive() {
 				continue
 			}
 			silent := time.Duration(now - l.heardAt)
-			pingAfter := acceptorPingAfter
+			pingAfter := sched.acceptorPingAfter
 			if l.outbound {
-				pingAfter = diallerPingAfter
+				pingAfter = sched.diallerPingAfter
 			}
 			switch {
-			case silent >= closeAfter:
+			case silent >= sched.closeAfter:
 				l.errs.Add(1)
 				n.log.Warn("link dead: keepalive timeout", "link", l.String(), "silent", silent.String(), "timeout", timeout.String())
 				l.close(codeKeepalive, fmt.Errorf("%w: nothing heard for %s", ErrKeepaliveTimeout, silent))
@@ -570,6 +564,26 @@ func (n *Node) keepalive() {
 				l.ping()
 			}
 		}
+	}
+}
+
+// keepaliveSchedule says when Node.keepalive checks its links, and after how
+// much measured silence it pings or closes one.
+type keepaliveSchedule struct {
+	period                              time.Duration // between checks
+	closeAfter                          time.Duration
+	acceptorPingAfter, diallerPingAfter time.Duration
+}
+
+func newKeepaliveSchedule(interval, timeout time.Duration) keepaliveSchedule {
+	period := max(min(timeout/keepaliveChecks, interval/2), time.Millisecond)
+	closeCheck := time.Duration(timeout/period-1) * period
+	latestPing := closeCheck - 2*period - period/2
+	return keepaliveSchedule{
+		period:            period,
+		closeAfter:        closeCheck - period/2,
+		acceptorPingAfter: min(interval-period-period/2, latestPing),
+		diallerPingAfter:  min(interval+period/2, latestPing),
 	}
 }
 
